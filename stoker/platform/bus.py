@@ -1,0 +1,97 @@
+"""The bus: Redis streams and the atomic hand-offs between them.
+
+Every hand-off that must neither lose nor duplicate an event is one Lua script
+(`stoker/platform/lua/*.lua`, each documenting its keys): placing intake entries on a
+node (`place`), a node handing back results (`complete`), reclaiming a dead node's
+events (`reclaim`), moving due retries back to intake (`promote`) and releasing
+held-back events (`drain`). Everything else here is a thin, typed wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from stoker.platform import keys as K
+from stoker.platform.envelope import Envelope
+from stoker.platform.keys import Keys
+
+
+def _script(name: str) -> str:
+    return (resources.files("stoker.platform") / "lua" / f"{name}.lua").read_text()
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio Redis client (hiredis-parsed, bytes in and out). Connects lazily."""
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
+                                   socket_keepalive=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Bus:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.place = redis.register_script(_script("place"))
+        self.complete = redis.register_script(_script("complete"))
+        self.reclaim = redis.register_script(_script("reclaim"))
+        self.promote = redis.register_script(_script("promote"))
+        self.drain = redis.register_script(_script("drain"))
+        self.settle = redis.register_script(_script("settle"))
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> Bus:
+        return cls(connect(url), Keys(prefix))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ensure_group(self, stream: str, group: str, start: str = "0") -> None:
+        try:
+            await self.redis.xgroup_create(stream, group, id=start, mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def ensure_intake_groups(self) -> None:
+        for stream in (self.keys.intake_sync, self.keys.intake_async):
+            await self.ensure_group(stream, K.SCHEDULERS)
+
+    async def publish(self, envelope: Envelope, ledger_record: bytes | None = None) -> None:
+        """Put one event on intake; with a ledger record (e.g. `queued`) in the same transaction."""
+        await self.publish_many([(envelope, ledger_record)])
+
+    async def publish_many(self, items: Iterable[tuple[Envelope, bytes | None]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for envelope, record in items:
+            pipe.xadd(self.keys.intake(envelope.is_sync), envelope.stream_fields())  # type: ignore[arg-type]
+            if record is not None:
+                pipe.xadd(self.keys.ledger, {"r": record})
+        await pipe.execute()
+
+    async def record(self, *records: bytes) -> None:
+        """Put ledger records on the ledger stream (for events that never reach a node)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for record in records:
+            pipe.xadd(self.keys.ledger, {"r": record})
+        await pipe.execute()
+
+    async def reply(self, reply_to: str, reply: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(reply_to, reply)
+        pipe.pexpire(reply_to, 120_000)
+        await pipe.execute()
+
+
+def fields_of(entry: Any) -> dict[str, bytes]:
+    """A stream entry's fields with str keys (redis-py gives bytes keys)."""
+    _id, raw = entry
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}

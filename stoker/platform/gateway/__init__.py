@@ -1,0 +1,1 @@
+"""The gateway: an ASGI app serving the management API, the invoke paths and health."""

@@ -1,0 +1,96 @@
+"""Functions: deploy, list, show, and invoke through the management API.
+
+    POST /api/functions                   body: a zip bundle -> the version made (or kept)
+    GET  /api/functions                   every function with its newest version
+    GET  /api/functions/{name}            one function, its versions and aliases
+    POST /api/functions/{name}/invoke     body: the JSON event
+         ?qualifier=VERSION|ALIAS          (or name:qualifier)
+         ?async=true or X-Stoker-Invocation-Type: Event  -> 202 {"id": ...}
+         sync -> 200 with the result; a function error adds X-Stoker-Function-Error: Unhandled
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
+from stoker.platform.gateway.httputil import check_json, json_response, raw_json_response, read_body
+from stoker.platform.gateway.state import authorize
+from stoker.platform.registry.bundles import MAX_ZIP
+from stoker.platform.registry.deploy import deploy_bundle
+from stoker.platform.registry.store import FunctionState
+
+
+def function_json(state: FunctionState) -> dict[str, object]:
+    latest = state.versions[state.latest]
+    spec = latest.spec
+    return {
+        "name": state.name,
+        "version": str(state.latest),
+        "runtime": spec.runtime,
+        "handler": spec.handler,
+        "memory": spec.memory,
+        "timeout": spec.timeout,
+        "concurrency": spec.concurrency,
+        "description": spec.description,
+        "triggers": [t["type"] for t in spec.triggers],
+        "code_hash": latest.code_hash,
+        "deployed_at": latest.deployed_at.isoformat(),
+        "aliases": {a.name: str(a.version) for a in state.aliases.values()},
+    }
+
+
+async def deploy(request: Request) -> Response:
+    g, principal = await authorize(request, "deploy")
+    data = await read_body(request, MAX_ZIP, "bundle")
+    result = await deploy_bundle(g.ctx, data, deployed_by=principal.name)
+    body = {**result.to_json(), "message": result.describe()}
+    return json_response(body, status=201 if result.created else 200)
+
+
+async def list_functions(request: Request) -> Response:
+    g, _ = await authorize(request, "read")
+    states = await asyncio.to_thread(g.ctx.require_registry().states)
+    return json_response([function_json(s) for s in states if s.versions])
+
+
+async def show_function(request: Request) -> Response:
+    g, _ = await authorize(request, "read")
+    state = await asyncio.to_thread(g.ctx.require_registry().state, request.path_params["name"])
+    body = function_json(state)
+    body["versions"] = [v.to_json() for _, v in sorted(state.versions.items())]
+    return json_response(body)
+
+
+def _is_async(request: Request) -> bool:
+    flag = request.query_params.get("async", "").lower() in ("1", "true", "yes")
+    return flag or request.headers.get("x-stoker-invocation-type", "").lower() == "event"
+
+
+async def invoke(request: Request) -> Response:
+    g, _ = await authorize(request, "invoke")
+    resolved = await g.invoker.resolve(request.path_params["name"], request.query_params.get("qualifier"))
+    payload = check_json(await read_body(request, SYNC_PAYLOAD_LIMIT, "payload"))
+    if _is_async(request):
+        invocation_id = await g.invoker.invoke_async(resolved, payload)
+        return json_response({"id": invocation_id, "function": resolved.function, "version": resolved.version},
+                             status=202, headers={"x-stoker-invocation-id": invocation_id})
+    reply = await g.invoker.invoke(resolved, payload)
+    headers = {"x-stoker-invocation-id": reply.id, "x-stoker-executed-version": reply.version}
+    if not reply.ok:
+        headers["x-stoker-function-error"] = "Unhandled"
+    return raw_json_response(reply.body, headers=headers)
+
+
+routes = [
+    Route("/api/functions", deploy, methods=["POST"]),
+    Route("/api/functions", list_functions, methods=["GET"]),
+    Route("/api/functions/{name}", show_function, methods=["GET"]),
+    Route("/api/functions/{name}/invoke", invoke, methods=["POST"]),
+]
+
+

@@ -1,0 +1,49 @@
+"""GET /healthz: is the gateway ready, and can it reach Redis and the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stoker.platform.gateway.httputil import json_response
+from stoker.platform.gateway.state import gateway
+
+_db_checked: dict[str, float | bool] = {"at": 0.0, "ok": False}
+
+
+def _db_ping(engine: object) -> bool:
+    try:
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text("select 1"))
+        return True
+    except Exception:
+        return False
+
+
+async def healthz(request: Request) -> Response:
+    g = gateway(request)
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(g.ctx.redis.ping(), 2)
+        checks["redis"] = "ok"
+    except Exception as e:
+        checks["redis"] = f"unreachable: {type(e).__name__}"
+    if g.ctx.engine is not None:
+        now = time.monotonic()
+        if now - float(_db_checked["at"]) > 2.0:  # at most one database round trip per 2 s
+            _db_checked["ok"] = await asyncio.to_thread(_db_ping, g.ctx.engine)
+            _db_checked["at"] = now
+        checks["database"] = "ok" if _db_checked["ok"] else "unreachable"
+    for name, probe in g.extras.get("health_probes", {}).items():
+        checks[name] = probe()
+    healthy = g.ready and all(v == "ok" for v in checks.values())
+    body = {"status": "ok" if healthy else ("starting" if not g.ready else "degraded"), **checks}
+    return json_response(body, status=200 if healthy else 503)
+
+
+routes = [Route("/healthz", healthz, methods=["GET"])]

@@ -1,0 +1,1 @@
+"""The registry: functions, their immutable versions, aliases, and the bundle store."""

@@ -1,0 +1,150 @@
+"""Deploying: check a bundle, build it (dependencies installed now, never at cold start),
+store it by content, record a version, and project the function for the hot path.
+
+Deploy never imports user code: a handler that cannot be imported is reported when it
+is invoked (`Runtime.ImportModuleError`), as on Lambda.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stoker.errors import BundleError
+from stoker.platform.context import PlatformContext
+from stoker.platform.manifest import FunctionSpec, parse_manifest
+from stoker.platform.registry import projection
+from stoker.platform.registry.bundles import (
+    BundleInfo,
+    extract_bundle,
+    inspect_bundle,
+    pack_directory,
+)
+
+#: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
+#: each returns True when it changed the folder
+BUILDERS: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    function: str
+    version: int
+    created: bool
+    code_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"function": self.function, "version": str(self.version), "created": self.created,
+                "code_hash": self.code_hash}
+
+    def describe(self) -> str:
+        if self.created:
+            return f"deployed {self.function}: version {self.version}"
+        return f"{self.function} is unchanged: version {self.version} already has this code and configuration"
+
+
+def _python_module_present(files: tuple[str, ...], handler: str) -> bool:
+    module = handler.rsplit(".", 1)[0].replace(".", "/")
+    return f"{module}.py" in files or f"{module}/__init__.py" in files or any(
+        f.startswith(f"{module}.") and f.endswith((".so", ".pyc")) for f in files)
+
+
+def check_handler_present(spec: FunctionSpec, files: tuple[str, ...]) -> None:
+    if spec.runtime == "python" and not _python_module_present(files, spec.handler):
+        module = spec.handler.rsplit(".", 1)[0]
+        raise BundleError(
+            f"the bundle has no module {module!r} for handler {spec.handler!r}: add "
+            f"{module.replace('.', '/')}.py, or set handler = \"module.function\" in stoker.toml")
+    if spec.runtime == "provided" and "bootstrap" not in files:
+        raise BundleError("runtime \"provided\" needs an executable file named bootstrap at the bundle's top level")
+    if spec.runtime == "nodejs":
+        base = spec.handler.rsplit(".", 1)[0]
+        if not any(f"{base}{ext}" in files for ext in (".js", ".mjs", ".cjs")):
+            raise BundleError(f"the bundle has no {base}.js, {base}.mjs or {base}.cjs for handler {spec.handler!r}")
+
+
+def _install_requirements(folder: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+         "--target", str(folder), "-r", str(folder / "requirements.txt")],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PIP_NO_WARN_SCRIPT_LOCATION": "1"},
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
+        raise BundleError("installing requirements.txt failed:\n" + "\n".join(tail))
+
+
+def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
+    """The bundle as stored: the upload, plus dependencies installed at deploy time."""
+    needs_pip = spec.runtime == "python" and "requirements.txt" in info.files
+    builder = BUILDERS.get(spec.runtime)
+    if not needs_pip and builder is None:
+        return data
+    with tempfile.TemporaryDirectory(prefix="stoker-build-") as tmp:
+        folder = Path(tmp) / "bundle"
+        extract_bundle(data, folder)
+        changed = False
+        if needs_pip:
+            _install_requirements(folder)
+            changed = True
+        if builder is not None:
+            changed = bool(builder(folder, spec)) or changed
+        return pack_directory(folder) if changed else data
+
+
+async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | None = None) -> DeployResult:
+    info = await asyncio.to_thread(inspect_bundle, data)
+    spec = parse_manifest(info.manifest_text)
+    check_handler_present(spec, info.files)
+    registry = ctx.require_registry()
+    assert ctx.bundles is not None
+    if not ctx.bundles.has(info.code_hash):
+        built = await asyncio.to_thread(build_bundle, data, info, spec)
+        if spec.runtime == "python" and "requirements.txt" in info.files:
+            built_info = await asyncio.to_thread(inspect_bundle, built)
+            check_handler_present(spec, built_info.files)
+        await asyncio.to_thread(ctx.bundles.put, info.code_hash, built)
+    version, created = await asyncio.to_thread(registry.record_deploy, spec, info.code_hash, deployed_by)
+    state = await asyncio.to_thread(registry.state, spec.name)
+    await projection.publish(ctx.redis, ctx.keys, state)
+    ctx.directory.forget(spec.name)
+    return DeployResult(function=spec.name, version=version, created=created, code_hash=info.code_hash)
+
+
+async def deploy_path(ctx: PlatformContext, path: Path, deployed_by: str | None = None) -> DeployResult:
+    """Deploy a folder (with stoker.toml) or a zip file from the local disk."""
+    data = await asyncio.to_thread(read_deployable, path)
+    return await deploy_bundle(ctx, data, deployed_by)
+
+
+def read_deployable(path: Path) -> bytes:
+    """The bytes to upload for a folder or zip, with the checks a user needs to hear about first."""
+    if path.is_dir():
+        if not (path / "stoker.toml").is_file():
+            raise BundleError(
+                f"{path} has no stoker.toml: a function folder needs a manifest with a [function] table "
+                "(name = \"...\", handler = \"module.function\")")
+        return pack_directory(path)
+    if path.is_file():
+        return path.read_bytes()
+    raise BundleError(f"{path} does not exist: give a function folder or a .zip")
+
+
+async def sync_projection(ctx: PlatformContext) -> int:
+    """Rebuild the whole Redis projection from SQL (at start, or after Redis lost data)."""
+    registry = ctx.require_registry()
+    states = await asyncio.to_thread(registry.states)
+    known = {s.name for s in states}
+    for state in states:
+        if state.versions:
+            await projection.publish(ctx.redis, ctx.keys, state)
+    for stale in set(await ctx.directory.names()) - known:
+        await projection.unpublish(ctx.redis, ctx.keys, stale)
+    return len(states)

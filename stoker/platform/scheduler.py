@@ -1,0 +1,259 @@
+"""The scheduler: places events from intake on nodes, and keeps the bus healthy.
+
+Any number of schedulers may run; they share the intake streams through one
+consumer group, and `place.lua` acks an entry in the same step that puts it in a
+node's inbox, so each event is placed exactly once. Sync calls have their own intake
+stream and are always read, so a backlog of async events never delays them; async
+events are read only while some node has room (backpressure, not an unbounded queue).
+
+Besides placing, every scheduler (idempotently) moves due retries back to intake,
+releases held-back events when their function has room, reclaims the events of
+nodes that stopped heart-beating, and adopts the unacked entries of schedulers that
+died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from stoker.platform import keys as K
+from stoker.platform.bus import fields_of, now_ms
+from stoker.platform.context import PlatformContext
+from stoker.platform.envelope import Envelope
+from stoker.platform.ledger import records as R
+from stoker.platform.replies import THROTTLED, encode_reply
+from stoker.platform.retries import decide
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+MAINTENANCE_S = 0.5
+ADOPT_IDLE_MS = 10_000  # an unacked intake entry idle this long belongs to a dead scheduler
+
+
+@dataclass
+class IntakeEntry:
+    stream: str
+    entry_id: str
+    fields: dict[str, bytes]
+
+    @property
+    def sync(self) -> bool:
+        return self.fields.get("t") == b"s"
+
+
+class Scheduler:
+    def __init__(self, ctx: PlatformContext, prefetch: int = 4) -> None:
+        self.ctx = ctx
+        self.keys = ctx.keys
+        self.prefetch = prefetch
+        self.consumer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+        self._held: list[IntakeEntry] = []
+        self._last_touch = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ctx.bus.ensure_intake_groups()
+        tasks = [asyncio.create_task(self._placement_loop(stop), name="placement"),
+                 asyncio.create_task(self._maintenance_loop(stop), name="maintenance")]
+        await stop.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- placement ------------------------------------------------------------------------
+    async def _placement_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                await self._place_once()
+                backoff = 0.0
+            except asyncio.CancelledError:
+                raise
+            except RedisError as e:
+                backoff = min(2.0, backoff * 2 or 0.1)
+                log.warning("placement: %s; retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+            except Exception:
+                log.exception("placement failed")
+                await asyncio.sleep(0.5)
+
+    async def _place_once(self) -> None:
+        streams = {self.keys.intake_sync: ">"}
+        if not self._held:
+            streams[self.keys.intake_async] = ">"
+        block = 5 if self._held else 1000
+        response: Any = await self.ctx.redis.xreadgroup(K.SCHEDULERS, self.consumer, streams,  # type: ignore[arg-type]
+                                                   count=BATCH, block=block)
+        entries = list(self._held)
+        for stream, items in response or ():
+            name = stream.decode()
+            entries.extend(IntakeEntry(name, e[0].decode(), fields_of(e)) for e in items)
+        if not entries:
+            return
+        await self.place(entries)
+
+    async def place(self, entries: list[IntakeEntry]) -> None:
+        ready: list[IntakeEntry] = []
+        for entry in entries:
+            if entry.fields.get("r") == b"interrupted":
+                await self._settle_interrupted(entry)
+            else:
+                ready.append(entry)
+        self._held = []
+        if not ready:
+            return
+        settings = self.ctx.settings
+        args: list[Any] = [self.keys.prefix, K.SCHEDULERS, now_ms(), int(settings.node_dead_after * 1000),
+                           settings.global_concurrency, self.prefetch]
+        for e in ready:
+            f = e.fields
+            args.extend((e.entry_id, f["i"], f["f"], f["t"], f["e"]))
+        results = await self.ctx.bus.place(
+            keys=[self.keys.intake_sync, self.keys.intake_async, self.keys.concurrency, self.keys.nodes,
+                  self.keys.waiting_set],
+            args=args,
+        )
+        waiting_for_room = False
+        for entry, result in zip(ready, results, strict=True):
+            r = result.decode() if isinstance(result, bytes) else str(result)
+            if r in ("F", "N"):
+                self._held.append(entry)
+                waiting_for_room = waiting_for_room or r == "N"
+            elif r == "T":
+                await self._throttled(entry)
+        if self._held:
+            await self._touch_held()
+            if waiting_for_room:
+                await asyncio.sleep(0.2)  # no live node: do not spin
+
+    async def _touch_held(self) -> None:
+        """Claim held entries again now and then, so other schedulers do not adopt them."""
+        if time.monotonic() - self._last_touch < ADOPT_IDLE_MS / 3000:
+            return
+        self._last_touch = time.monotonic()
+        by_stream: dict[str, list[str]] = {}
+        for e in self._held:
+            by_stream.setdefault(e.stream, []).append(e.entry_id)
+        for stream, ids in by_stream.items():
+            await self.ctx.redis.xclaim(stream, K.SCHEDULERS, self.consumer, 0, list[Any](ids), justid=True)
+
+    async def _throttled(self, entry: IntakeEntry) -> None:
+        envelope = Envelope.decode(entry.fields["e"])
+        limit = (await self.ctx.directory.entry(envelope.function))
+        reserved = limit.concurrency if limit else None
+        message = (f"Rate exceeded: {envelope.function} is throttled: "
+                   + (f"its reserved concurrency is {reserved}" if reserved
+                      else f"the platform's concurrency limit of {self.ctx.settings.global_concurrency} is reached")
+                   + ". Retry later, or raise the limit (concurrency in stoker.toml)")
+        now = time.time()
+        record = R.encode({
+            "id": envelope.id, "function": envelope.function, "version": envelope.version,
+            "qualifier": envelope.qualifier, "status": "throttled", "trigger": envelope.trigger,
+            "invocation_type": envelope.invocation_type, "received_at": envelope.enqueued_at,
+            "ended_at": now, "attempts": 0, "error_type": "TooManyRequestsException", "error_message": message,
+            "payload_size": len(envelope.payload), "rank": R.rank(envelope.attempt, R.TERMINAL),
+        })
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        pipe.xadd(self.keys.ledger, {"r": record})
+        if envelope.reply_to:
+            pipe.rpush(envelope.reply_to, encode_reply(envelope.id, THROTTLED, message.encode(), {}))
+            pipe.pexpire(envelope.reply_to, 120_000)
+        await pipe.execute()
+
+    async def _settle_interrupted(self, entry: IntakeEntry) -> None:
+        """The node running this event died: the attempt is spent; retry, dead-letter or answer."""
+        envelope = Envelope.decode(entry.fields["e"])
+        try:
+            spec = await self.ctx.directory.spec(envelope.function, envelope.version)
+        except Exception:
+            spec = {}
+        error = {"errorType": "Runtime.NodeLost",
+                 "errorMessage": f"RequestId: {envelope.id} Error: the node running this invocation stopped"}
+        now = time.time()
+        decision = decide(envelope, spec, "failed", error, now, delay=0.0)
+        record = R.encode({
+            "id": envelope.id, "function": envelope.function, "version": envelope.version,
+            "qualifier": envelope.qualifier, "status": decision.status, "trigger": envelope.trigger,
+            "invocation_type": envelope.invocation_type, "received_at": envelope.enqueued_at, "ended_at": now,
+            "attempts": envelope.attempt, "error_type": error["errorType"], "error_message": error["errorMessage"],
+            "rank": R.rank(envelope.attempt, decision.phase),
+            "attempt": R.attempt_row(attempt=envelope.attempt, node=None, worker=None, started_at=None,
+                                     ended_at=now, duration_ms=None, outcome="interrupted",
+                                     error_type=error["errorType"], error_message=error["errorMessage"]),
+        })
+        reply_key, reply = "", b""
+        if envelope.reply_to:
+            reply_key = envelope.reply_to
+            reply = encode_reply(envelope.id, "error", orjson.dumps(error), {"version": envelope.version})
+        arg2: bytes | str = decision.arg2
+        if decision.action == "dlq":
+            arg2 = self.keys.dlq(envelope.function)
+        await self.ctx.bus.settle(
+            keys=[entry.stream, self.keys.ledger, self.keys.delayed],
+            args=[K.SCHEDULERS, entry.entry_id, record, reply_key, reply, decision.action, decision.arg1, arg2],
+        )
+
+    # -- maintenance ----------------------------------------------------------------------
+    async def _maintenance_loop(self, stop: asyncio.Event) -> None:
+        last_trim = 0.0
+        while not stop.is_set():
+            try:
+                await self.maintain()
+                if time.monotonic() - last_trim > 60:
+                    last_trim = time.monotonic()
+                    await self.trim_logs()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as e:
+                log.warning("maintenance: %s", e)
+            except Exception:
+                log.exception("maintenance failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), MAINTENANCE_S)
+
+    async def maintain(self) -> None:
+        keys, bus, settings = self.keys, self.ctx.bus, self.ctx.settings
+        now = now_ms()
+        await bus.promote(keys=[keys.delayed, keys.intake_sync, keys.intake_async], args=[now, 1000])
+        await bus.drain(keys=[keys.waiting_set, keys.concurrency, keys.intake_async],
+                        args=[keys.prefix, settings.global_concurrency, 1000])
+        cutoff = now - int(settings.node_dead_after * 1000)
+        dead: Any = await self.ctx.redis.zrangebyscore(keys.nodes, "-inf", f"({cutoff}")
+        for raw in dead:
+            node_id = raw.decode()
+            n = await bus.reclaim(
+                keys=[keys.nodes, keys.node(node_id), keys.node_idle(node_id), keys.inbox(node_id),
+                      keys.intake_sync, keys.intake_async, keys.concurrency],
+                args=[node_id, K.NODE_GROUP, cutoff],
+            )
+            if n is not None and int(n) >= 0:
+                log.warning("node %s stopped heart-beating: %d events placed again", node_id, int(n))
+        await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """Entries a dead scheduler read but never acked come to us."""
+        for stream in (self.keys.intake_sync, self.keys.intake_async):
+            with contextlib.suppress(RedisError):
+                _next, claimed, *_ = await self.ctx.redis.xautoclaim(
+                    stream, K.SCHEDULERS, self.consumer, ADOPT_IDLE_MS, "0-0", count=BATCH)
+                held = {e.entry_id for e in self._held}
+                for e in claimed:
+                    if e and e[1] is not None and e[0].decode() not in held:
+                        self._held.append(IntakeEntry(stream, e[0].decode(), fields_of(e)))
+
+    async def trim_logs(self) -> None:
+        """Drop log chunks older than the retention (stream ids are timestamps)."""
+        minid = now_ms() - int(self.ctx.settings.log_retention_s * 1000)
+        for name in await self.ctx.directory.names():
+            await self.ctx.redis.xtrim(self.keys.logs(name), minid=minid, approximate=True)

@@ -1,0 +1,36 @@
+"""Points in time as users write them: ISO 8601, or relative (`30s`, `10m`, `2h`, `7d` ago)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from stoker.errors import InvalidInput
+
+RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+ACCEPTED = "ISO 8601 (2026-01-31T12:00:00Z) or a duration ago (30s, 10m, 2h, 7d)"
+
+
+def parse_time(value: str, option: str, now: dt.datetime | None = None) -> dt.datetime:
+    """A UTC datetime; `option` names the setting in the error, e.g. "--since"."""
+    now = now or dt.datetime.now(dt.UTC)
+    m = RELATIVE.match(value)
+    if m:
+        return now - dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{option} {value!r} is not a time: use {ACCEPTED}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,185 @@
+"""`stoker up`: the whole platform on one machine, in the foreground.
+
+Starts a private Redis (unless STOKER_REDIS_URL is set), migrates the ledger, deploys
+what `--deploy` names, then runs each role as a child process: gateway, scheduler,
+node, ledger writer and triggers. It writes STOKER_HOME/endpoint.json once the
+gateway is healthy. A role that dies is restarted. SIGTERM or Ctrl-C stops every
+child (workers included) and Redis, within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from stoker.errors import StokerError
+from stoker.platform.embedded_redis import EmbeddedRedis
+from stoker.platform.gateway.server import bind
+from stoker.settings import Endpoint, Settings, write_endpoint
+from stoker.workers.sandbox import die_with_parent
+
+log = logging.getLogger("stoker.up")
+
+STOP_GRACE_S = 7.0
+
+
+@dataclass
+class Child:
+    role: str
+    argv: list[str]
+    pass_fds: tuple[int, ...] = ()
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stoker", *self.argv], env=env, pass_fds=self.pass_fds,
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+async def _prepare(settings: Settings, redis_url: str, deploy: list[Path]) -> None:
+    from stoker.platform.context import PlatformContext
+    from stoker.platform.registry.deploy import deploy_path, sync_projection
+
+    ctx = PlatformContext.create(settings, redis_url)
+    try:
+        await ctx.bus.ensure_intake_groups()
+        await sync_projection(ctx)
+        for path in deploy:
+            result = await deploy_path(ctx, path, deployed_by="stoker up")
+            print(result.describe(), flush=True)
+    finally:
+        await ctx.close()
+
+
+def _wait_healthy(url: str, children: list[Child], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not all(c.alive() for c in children):
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def up(host: str = "127.0.0.1", port: int = 8700, deploy: list[Path] | None = None,
+       node_slots: int | None = None) -> int:
+    from stoker.platform.db import migrate
+    from stoker.roles import configure_logging
+
+    configure_logging("up")
+    settings = Settings.from_env()
+    settings.ensure_home()
+    token = settings.admin_token()
+    embedded: EmbeddedRedis | None = None
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    children: list[Child] = []
+    sock: socket.socket | None = None
+    try:
+        if settings.redis_url:
+            redis_url = settings.redis_url
+        else:
+            embedded = EmbeddedRedis(settings.redis_dir)
+            redis_url = embedded.start()
+            log.info("embedded Redis on 127.0.0.1:%d (AOF in %s)", embedded.port, settings.redis_dir)
+        migrate(settings.db_url)
+        asyncio.run(_prepare(settings, redis_url, deploy or []))
+        if stopping:
+            return 0
+
+        sock = bind(host, port)
+        actual_port = sock.getsockname()[1]
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        url = f"http://{shown_host}:{actual_port}"
+        env = {**os.environ, "STOKER_HOME": str(settings.home), "STOKER_REDIS_URL": redis_url,
+               "STOKER_DB_URL": settings.db_url, "STOKER_TOKEN": token, "STOKER_PREFIX": settings.prefix}
+        node_args = ["node", "--name", socket.gethostname()]
+        if node_slots:
+            node_args += ["--slots", str(node_slots)]
+        children = [
+            Child("gateway", ["gateway", "--fd", str(sock.fileno()), "--advertise-url", url],
+                  pass_fds=(sock.fileno(),)),
+            Child("scheduler", ["scheduler", "--no-ledger", "--no-triggers"]),
+            Child("node", node_args),
+            Child("ledger", ["ledger-writer"]),
+            Child("triggers", ["triggers"]),
+        ]
+        for child in children:
+            child.start(env)
+        if not _wait_healthy(url, children) and not stopping:
+            dead = [c.role for c in children if not c.alive()]
+            raise StokerError(f"stoker did not become healthy (stopped roles: {', '.join(dead) or 'none'})")
+        if stopping:
+            return 0
+        write_endpoint(settings, Endpoint(url=url, token=token, redis_url=redis_url))
+        print(f"stoker is up at {url}\n"
+              f"  token and address: {settings.endpoint_file}\n"
+              f"  try: stoker deploy examples/hello && stoker invoke hello --data '{{\"name\": \"you\"}}'",
+              flush=True)
+        while not stopping:
+            for child in children:
+                if not child.alive() and not stopping:
+                    _restart(child, env)
+            time.sleep(0.2)
+        return 0
+    finally:
+        _stop_all(children)
+        if sock is not None:
+            sock.close()
+        if embedded is not None:
+            embedded.stop()
+        with contextlib.suppress(FileNotFoundError):
+            settings.endpoint_file.unlink()
+
+
+def _restart(child: Child, env: dict[str, str]) -> None:
+    now = time.monotonic()
+    child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+    code = child.proc.returncode if child.proc else None
+    if len(child.restarts) > 5:
+        log.error("%s keeps dying (exit %s); not restarting it again this minute", child.role, code)
+        time.sleep(1)
+        return
+    log.warning("%s exited with %s; restarting it", child.role, code)
+    child.start(env)
+
+
+def _stop_all(children: list[Child]) -> None:
+    running = [c for c in children if c.alive()]
+    for child in running:
+        with contextlib.suppress(ProcessLookupError):
+            assert child.proc is not None
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", child.role)
+            child.proc.kill()
+            child.proc.wait()

@@ -1,0 +1,120 @@
+"""Cold starts: what a new worker is given (bundle, environment, limits) and how it is started.
+
+Python workers are forked from the zygote (the handler is imported in the fork).
+Runtimes registered in `LAUNCHERS` (see stoker.workers.runtimes) build their own spawn
+spec, typically an exec of a bootstrap that speaks the Lambda Runtime API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from stoker.workers.bundlecache import BundleCache
+from stoker.workers.worker import InitFailed, Worker
+from stoker.workers.zygote import ZygoteClient
+
+#: runtime -> coroutine (launcher, worker, base spawn spec) -> init ms, for runtimes other than python
+LAUNCHERS: dict[str, Callable[[Launcher, Worker, dict[str, Any]], Awaitable[float]]] = {}
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def lambda_environment(spec: dict[str, Any], task_root: str, workdir: str, log_stream: str) -> dict[str, str]:
+    """The worker's whole environment: the function's variables and Lambda's documented ones."""
+    name, version = spec["function"], str(spec["version"])
+    env = {k: str(v) for k, v in (spec.get("env") or {}).items()}
+    env.update({
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.get("memory", 128)),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": "local",
+        "AWS_DEFAULT_REGION": "local",
+        "AWS_EXECUTION_ENV": f"stoker_{spec.get('runtime', 'python')}",
+        "LAMBDA_TASK_ROOT": task_root,
+        "_HANDLER": spec["handler"],
+        "TZ": ":UTC",
+        "LANG": "C.UTF-8",
+        "PATH": _worker_path(),
+        "HOME": workdir,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    return env
+
+
+def _worker_path() -> str:
+    """System directories plus the interpreter's own, so `python3` resolves in a worker."""
+    parts = [os.path.dirname(sys.executable), *DEFAULT_PATH.split(":")]
+    seen: list[str] = []
+    for p in parts:
+        if p and p not in seen:
+            seen.append(p)
+    return ":".join(seen)
+
+
+class Launcher:
+    def __init__(self, zygote: ZygoteClient, bundles: BundleCache, work_root: Path, node_name: str,
+                 isolation: dict[str, Any] | None = None) -> None:
+        self.zygote = zygote
+        self.bundles = bundles
+        self.work_root = work_root
+        self.node_name = node_name
+        self.isolation = isolation or {}
+        self._serial = 0
+
+    def workdir_for(self, worker: Worker) -> Path:
+        return self.work_root / f"{worker.id}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
+
+    async def start(self, worker: Worker) -> float:
+        spec = worker.spec
+        t0 = time.perf_counter()
+        try:
+            task_root = await self.bundles.ensure(spec["code_hash"])
+        except Exception as e:
+            raise InitFailed({"errorType": "Runtime.BundleUnavailable", "errorMessage": str(e)},
+                             (time.perf_counter() - t0) * 1000) from None
+        workdir = self.workdir_for(worker)
+        worker.spec = {**spec, "workdir": str(workdir)}
+        log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{spec['version']}]{self.node_name}-{worker.id}"
+        base = {
+            "function": spec["function"],
+            "version": str(spec["version"]),
+            "handler": spec["handler"],
+            "runtime": spec.get("runtime", "python"),
+            "memory": int(spec.get("memory", 128)),
+            "task_root": str(task_root),
+            "workdir": str(workdir),
+            "tmpdir": str(workdir / "tmp"),
+            "log_stream": log_stream,
+            "env": lambda_environment(spec, str(task_root), str(workdir), log_stream),
+            "limits": {"address_space_mb": int(spec.get("memory", 128)), "open_files": 1024,
+                       "processes": int(spec.get("processes", 1024))},
+            "isolation": {**self.isolation, "network": bool(spec.get("network", True)),
+                          "level": spec.get("isolation", "auto")},
+            "process_name": f"stoker-{spec['function']}"[:15],
+            "mode": "fork",
+        }
+        runtime = spec.get("runtime", "python")
+        init_timeout = max(10.0, float(spec.get("timeout", 3)))
+        if runtime != "python":
+            launcher = LAUNCHERS.get(runtime)
+            if launcher is None:
+                raise InitFailed({"errorType": "Runtime.InvalidRuntime",
+                                  "errorMessage": f"runtime {runtime!r} is not available on node {self.node_name}"},
+                                 0.0)
+            return await launcher(self, worker, base)
+        return await worker.start(self.zygote, base, init_timeout)
+
+    @staticmethod
+    def cleanup(worker: Worker) -> None:
+        workdir = worker.spec.get("workdir")
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,221 @@
+"""The node agent: one per machine. Reads its inbox, runs events on warm workers, hands back results.
+
+A node registers under a fresh incarnation id (`name.epoch`) with its slots, heart-beats
+every second, and publishes how many idle warm workers it has per function version so
+the scheduler can place events where a worker is already warm. If the scheduler ever
+declares it dead (a long stall), it notices on its next heartbeat and registers again
+as a new incarnation; whatever it was running still completes, and the bus makes sure
+nothing is released or retried twice. On SIGTERM it stops reading, lets running
+invocations finish for a short grace period, and gives everything else back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError, ResponseError
+
+from stoker.platform import keys as K
+from stoker.platform.bus import fields_of, now_ms
+from stoker.platform.context import PlatformContext
+from stoker.platform.envelope import Envelope
+from stoker.workers.bundlecache import BundleCache
+from stoker.workers.completions import CompletionBatcher
+from stoker.workers.execution import Executor
+from stoker.workers.launch import Launcher
+from stoker.workers.pool import WarmPool
+from stoker.workers.zygote import ZygoteClient
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 1.0
+REAP_EVERY_S = 5.0
+
+
+class NodeAgent:
+    def __init__(self, ctx: PlatformContext, name: str | None = None, slots: int | None = None,
+                 prefetch: int = 4, drain_timeout: float = 4.0) -> None:
+        self.ctx = ctx
+        self.name = name or socket.gethostname()
+        self.slots = slots or max(8, 4 * (os.cpu_count() or 1))
+        self.prefetch = prefetch
+        self.drain_timeout = drain_timeout
+        self.node_id = ""
+        self._new_incarnation()
+        self.batcher = CompletionBatcher(ctx.bus, ctx.settings.log_max_entries)
+        self.zygote = ZygoteClient(on_exit=self._worker_exited)
+        local_store = ctx.bundles if ctx.bundles is not None and ctx.bundles.root.exists() else None
+        self.bundles = BundleCache(ctx.settings.node_dir / "bundles", local_store, ctx.redis, ctx.keys,
+                                   ctx.settings.token)
+        self.launcher = Launcher(self.zygote, self.bundles, ctx.settings.node_dir / "work", self.name)
+        self.pool = WarmPool(self.slots, self.launcher.start,
+                             on_idle_delta=lambda fv, d: self.batcher.idle_delta(self.node_id, fv, d))
+        self._running: dict[str, asyncio.Task[None]] = {}
+        #: entries whose event holds a worker (from then on an interruption spends an attempt)
+        self._leased: set[str] = set()
+        self.executor = Executor(self.name, self.pool, ctx.directory.spec, self.batcher.add,
+                                 self.batcher.idle_delta, started=self._leased.add)
+        self._room = asyncio.Event()
+        self._stopping = False
+
+    def _new_incarnation(self) -> None:
+        self.node_id = f"{self.name}.{secrets.token_hex(4)}"
+
+    # -- registration ---------------------------------------------------------------------
+    async def register(self) -> None:
+        keys = self.ctx.keys
+        await self.ctx.bus.ensure_group(keys.inbox(self.node_id), K.NODE_GROUP)
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        pipe.delete(keys.node(self.node_id), keys.node_idle(self.node_id))
+        pipe.hset(keys.node(self.node_id), mapping={
+            "name": self.name, "slots": self.slots, "load": 0, "host": socket.gethostname(),
+            "pid": os.getpid(), "started": now_ms(), "warm": b"{}",
+        })
+        pipe.zadd(keys.nodes, {self.node_id: now_ms()})
+        await pipe.execute()
+        log.info("node %s registered as %s with %d slots", self.name, self.node_id, self.slots)
+
+    async def _heartbeat(self) -> None:
+        keys = self.ctx.keys
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                pipe = self.ctx.redis.pipeline(transaction=False)
+                pipe.zadd(keys.nodes, {self.node_id: now_ms()}, xx=True, ch=True)
+                pipe.hset(keys.node(self.node_id), mapping={
+                    "warm": orjson.dumps(self.pool.summary()), "busy": self.pool.busy,
+                    "running": len(self._running), "heartbeat": now_ms()})
+                alive, _ = await pipe.execute()
+                if not alive:
+                    old = self.node_id
+                    self._new_incarnation()
+                    log.warning("node %s was declared dead (a stall?); registering again as %s", old, self.node_id)
+                    await self.ctx.redis.delete(keys.node(old))
+                    await self.register()
+                    self._room.set()
+            except RedisError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    # -- the inbox ------------------------------------------------------------------------
+    async def _read_inbox(self) -> None:
+        redis = self.ctx.redis
+        while not self._stopping:
+            room = self.slots * self.prefetch - len(self._running)
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            node_id = self.node_id
+            try:
+                response: Any = await redis.xreadgroup(K.NODE_GROUP, node_id, {self.ctx.keys.inbox(node_id): ">"},
+                                                  count=room, block=500)
+            except ResponseError as e:
+                if "NOGROUP" in str(e) and not self._stopping:
+                    await asyncio.sleep(HEARTBEAT_S)  # the heartbeat re-registers us
+                    continue
+                raise
+            except (RedisError, OSError) as e:
+                log.warning("reading the inbox failed: %s", e)
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in response or ():
+                for entry in entries:
+                    self._start(node_id, entry)
+
+    def _start(self, node_id: str, entry: Any) -> None:
+        entry_id = entry[0].decode()
+        fields = fields_of(entry)
+        try:
+            envelope = Envelope.decode(fields["e"])
+        except Exception as e:
+            log.error("dropping an undecodable inbox entry %s: %s", entry_id, e)
+            return
+        reserved = fields.get("w") == b"1"
+        task = asyncio.create_task(self._run(node_id, entry_id, envelope, reserved), name=f"event-{envelope.id}")
+        self._running[entry_id] = task
+
+    async def _run(self, node_id: str, entry_id: str, envelope: Envelope, reserved: bool) -> None:
+        try:
+            await self.executor.run(node_id, entry_id, envelope, reserved)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("running %s failed inside the node agent", envelope.id)
+        finally:
+            self._running.pop(entry_id, None)
+            self._leased.discard(entry_id)
+            self._room.set()
+
+    def _worker_exited(self, pid: int, returncode: int) -> None:
+        worker = self.pool.exited(pid, returncode)
+        if worker is not None:
+            Launcher.cleanup(worker)
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            try:
+                await self.pool.reap(lambda w: float(w.spec.get("keep_warm", 300)))
+            except Exception:
+                log.exception("reaping idle workers failed")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.zygote.start()
+        await self.register()
+        background = [
+            asyncio.create_task(self.batcher.run(), name="completions"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._reaper(), name="reaper"),
+        ]
+        inbox = asyncio.create_task(self._read_inbox(), name="inbox")
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([inbox, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if inbox.done() and inbox.exception() is not None:
+            log.error("the inbox reader failed: %s", inbox.exception())
+        await self.shutdown(inbox, background)
+
+    async def shutdown(self, inbox: asyncio.Task[None], background: list[asyncio.Task[None]]) -> None:
+        self._stopping = True
+        inbox.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await inbox
+        # events that never got a worker go back untouched; running ones get a grace period
+        waiting = [eid for eid in self._running if eid not in self._leased]
+        for eid in waiting:
+            self._running[eid].cancel()
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=self.drain_timeout)
+        self.pool.kill_all()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=2.0)
+        await self.batcher.drain(timeout=3.0)
+        await self._give_back(waiting)
+        for task in background:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*background, return_exceptions=True)
+        self.zygote.stop()
+
+    async def _give_back(self, unstarted: list[str]) -> None:
+        """Deregister, returning whatever is left in our inbox to intake (atomically)."""
+        keys = self.ctx.keys
+        try:
+            n = await self.ctx.bus.reclaim(
+                keys=[keys.nodes, keys.node(self.node_id), keys.node_idle(self.node_id), keys.inbox(self.node_id),
+                      keys.intake_sync, keys.intake_async, keys.concurrency],
+                args=[self.node_id, K.NODE_GROUP, now_ms() + 10**12, *unstarted],
+            )
+            if n and n > 0:
+                log.info("gave %d events back to intake", n)
+        except RedisError as e:
+            log.error("could not give the inbox back (the scheduler will reclaim it): %s", e)
+

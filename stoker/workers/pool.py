@@ -1,0 +1,182 @@
+"""The warm pool: a node's worker processes, per function version, within its slots.
+
+`slots` bounds the worker processes a node keeps (busy or idle). An invocation takes
+an idle warm worker of its version when there is one; otherwise it cold-starts one in
+a free slot, evicting the least recently used idle worker of another version when the
+node is full, or waits for a worker to come back. Idle workers are reaped after their
+function's `keep_warm`. Every change in the number of idle workers is reported to
+`on_idle_delta`, which the node agent publishes for warm-aware placement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stoker.workers.worker import InitFailed, Worker
+
+log = logging.getLogger(__name__)
+
+#: builds a worker's spawn spec and starts it; returns its init time (ms)
+Starter = Callable[[Worker], Awaitable[float]]
+
+
+@dataclass
+class Lease:
+    worker: Worker
+    cold: bool
+    init_ms: float | None
+
+
+class WarmPool:
+    def __init__(self, slots: int, starter: Starter, on_idle_delta: Callable[[str, int], None]) -> None:
+        self.slots = slots
+        self._starter = starter
+        self._on_idle_delta = on_idle_delta
+        self.workers: dict[str, Worker] = {}
+        self._by_pid: dict[int, Worker] = {}
+        self._idle: dict[str, list[Worker]] = {}
+        self._starting = 0
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count(1)
+
+    # -- what the node publishes ----------------------------------------------------------
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for w in self.workers.values():
+            entry = out.setdefault(w.function_version, {"workers": 0, "idle": 0, "busy": 0})
+            entry["workers"] += 1
+            if w.state == "idle":
+                entry["idle"] += 1
+            elif w.state == "busy":
+                entry["busy"] += 1
+        return out
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state in ("busy", "starting"))
+
+    def idle_count(self, function_version: str) -> int:
+        return len(self._idle.get(function_version, ()))
+
+    # -- leasing --------------------------------------------------------------------------
+    async def acquire(self, function_version: str, spec: dict[str, Any]) -> Lease:
+        """An idle warm worker of this version, or a newly started one (cold)."""
+        async with self._changed:
+            while True:
+                idle = self._idle.get(function_version)
+                if idle:
+                    worker = idle.pop()
+                    worker.state = "busy"
+                    self._on_idle_delta(function_version, -1)
+                    return Lease(worker, cold=False, init_ms=None)
+                if len(self.workers) + self._starting < self.slots:
+                    break
+                victim = self._least_recently_used_idle()
+                if victim is not None:
+                    self._discard(victim)
+                    break
+                await self._changed.wait()
+            self._starting += 1
+        worker = Worker(f"w{next(self._ids)}", function_version, spec, int(spec.get("output_limit", 1 << 20)))
+        try:
+            init_ms = await self._starter(worker)
+        except InitFailed:
+            await self._forget(worker)
+            raise
+        except BaseException:
+            await self._forget(worker)
+            raise
+        finally:
+            self._starting -= 1
+        self.workers[worker.id] = worker
+        if worker.pid is not None:
+            self._by_pid[worker.pid] = worker
+        worker.state = "busy"
+        return Lease(worker, cold=True, init_ms=init_ms)
+
+    async def _forget(self, worker: Worker) -> None:
+        worker.kill()
+        worker.close_logs()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def release(self, worker: Worker, reusable: bool) -> None:
+        async with self._changed:
+            if reusable and worker.state != "dead" and worker.id in self.workers:
+                worker.state = "idle"
+                worker.last_used = time.monotonic()
+                self._idle.setdefault(worker.function_version, []).append(worker)
+                self._on_idle_delta(worker.function_version, +1)
+            else:
+                self._remove(worker)
+                worker.kill()
+            self._changed.notify_all()
+
+    def _least_recently_used_idle(self) -> Worker | None:
+        candidates = [w for ws in self._idle.values() for w in ws]
+        return min(candidates, key=lambda w: w.last_used) if candidates else None
+
+    def _discard(self, worker: Worker) -> None:
+        """Kill an idle worker (eviction or reaping)."""
+        idle = self._idle.get(worker.function_version)
+        if idle and worker in idle:
+            idle.remove(worker)
+            self._on_idle_delta(worker.function_version, -1)
+        self._remove(worker)
+        worker.kill()
+
+    def _remove(self, worker: Worker) -> None:
+        worker.close_logs()
+        self.workers.pop(worker.id, None)
+        if worker.pid is not None:
+            self._by_pid.pop(worker.pid, None)
+        idle = self._idle.get(worker.function_version)
+        if idle and worker in idle:
+            idle.remove(worker)
+            self._on_idle_delta(worker.function_version, -1)
+        if idle is not None and not idle:
+            self._idle.pop(worker.function_version, None)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def exited(self, pid: int, returncode: int) -> Worker | None:
+        """The zygote reports a worker's exit; an idle worker that died is dropped at once."""
+        worker = self._by_pid.get(pid)
+        if worker is None:
+            return None
+        was_idle = worker.state == "idle"
+        worker.exited(returncode)
+        if was_idle:
+            self._remove(worker)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._notify())
+        return worker
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def reap(self, keep_warm: Callable[[Worker], float]) -> int:
+        """Kill idle workers that have waited longer than their function's keep_warm."""
+        now = time.monotonic()
+        async with self._changed:
+            stale = [w for ws in self._idle.values() for w in ws if now - w.last_used > keep_warm(w)]
+            for w in stale:
+                self._discard(w)
+            if stale:
+                self._changed.notify_all()
+        return len(stale)
+
+    def kill_all(self) -> None:
+        for worker in list(self.workers.values()):
+            worker.kill()
+            worker.close_logs()
+        self.workers.clear()
+        self._by_pid.clear()
+        self._idle.clear()

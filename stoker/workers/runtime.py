@@ -1,0 +1,197 @@
+"""The Python worker runtime: import the handler once, then run invocations one at a time.
+
+Runs inside the worker process (forked from the zygote, or started fresh with
+`python -m stoker.workers.runtime`). It talks to the node agent over one socket; the
+function's stdout and stderr are a pipe the node agent reads, so everything the
+function prints, from Python or from C, becomes log lines of the invocation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import decimal
+import importlib
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from stoker.workers import protocol
+from stoker.workers.context import LambdaContext
+
+Handler = Callable[[Any, LambdaContext], Any]
+
+
+def error_object(error_type: str, message: str, stack: list[str] | None = None) -> dict[str, Any]:
+    return {"errorType": error_type, "errorMessage": message, "stackTrace": stack or []}
+
+
+def _user_stack(tb: Any) -> list[str]:
+    """The traceback without the runtime's own frames."""
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.endswith(
+        ("stoker/workers/runtime.py", "importlib/__init__.py", "<frozen importlib._bootstrap>"))]
+    return traceback.format_list(frames)
+
+
+def load_handler(task_root: str, handler: str) -> Handler:
+    """Import `module.function` from the bundle; raise with Lambda's error types if it cannot be."""
+    module_name, _, function_name = handler.rpartition(".")
+    if task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    try:
+        module = importlib.import_module(module_name)
+    except SyntaxError as e:
+        raise InitError(error_object("Runtime.UserCodeSyntaxError",
+                                     f"Syntax error in module '{module_name}': {e}",
+                                     _user_stack(e.__traceback__))) from None
+    except ImportError as e:
+        raise InitError(error_object("Runtime.ImportModuleError",
+                                     f"Unable to import module '{module_name}': {e}",
+                                     _user_stack(e.__traceback__))) from None
+    except MemoryError:
+        raise InitError(out_of_memory_error()) from None
+    except BaseException as e:  # the module's own init code failed
+        raise InitError(error_object(type(e).__name__, str(e), _user_stack(e.__traceback__))) from None
+    fn = getattr(module, function_name, None)
+    if fn is None or not callable(fn):
+        raise InitError(error_object("Runtime.HandlerNotFound",
+                                     f"Handler '{function_name}' missing on module '{module_name}'"))
+    return fn
+
+
+class InitError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["errorMessage"])
+        self.error = error
+
+
+def out_of_memory_error() -> dict[str, Any]:
+    limit = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "?")
+    return error_object("Runtime.OutOfMemory",
+                        f"Runtime exited: out of memory (the function's memory limit is {limit} MB)")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, bytes | bytearray):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dump_result(result: Any) -> bytes:
+    return orjson.dumps(result, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+class _RequestIdFilter(logging.Filter):
+    request_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.request_id
+        return True
+
+
+class _LambdaFormatter(logging.Formatter):
+    """Lambda's Python log format: [LEVEL]\\tTIMESTAMP\\tREQUEST_ID\\tMESSAGE."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        t = time.gmtime(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+
+_request_filter = _RequestIdFilter()
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_LambdaFormatter("[%(levelname)s]\t%(asctime)s\t%(aws_request_id)s\t%(message)s\n"))
+    handler.addFilter(_request_filter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)  # as Lambda: raise it in the function to see INFO
+
+
+def invoke_once(handler: Handler, request: tuple[Any, ...], spec: dict[str, Any]) -> tuple[bool, bytes, bool]:
+    """Run one invocation. Returns (ok, body, keep_worker)."""
+    _, request_id, payload, deadline_ms, info = request
+    _request_filter.request_id = request_id
+    ctx = LambdaContext(
+        request_id=request_id,
+        function_name=spec["function"],
+        function_version=spec["version"],
+        invoked_function_arn=info.get("arn", ""),
+        memory_limit_in_mb=spec["memory"],
+        log_group_name=f"/aws/lambda/{spec['function']}",
+        log_stream_name=spec.get("log_stream", ""),
+        deadline_ms=deadline_ms,
+    )
+    try:
+        event = orjson.loads(payload) if payload else None
+        result = handler(event, ctx)
+    except MemoryError:
+        return False, orjson.dumps(out_of_memory_error()), False
+    except SystemExit as e:
+        return False, orjson.dumps(error_object("Runtime.ExitError", f"RequestId: {request_id} Error: "
+                                                f"Runtime exited with status {e.code}")), False
+    except Exception as e:
+        return False, orjson.dumps(error_object(type(e).__name__, str(e), _user_stack(e.__traceback__))), True
+    try:
+        return True, dump_result(result), True
+    except (TypeError, orjson.JSONEncodeError) as e:
+        return False, orjson.dumps(error_object("Runtime.MarshalError", f"Unable to marshal response: {e}")), True
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
+    """The worker's life: import, report ready (or the init error), then invoke until told to stop."""
+    configure_logging()
+    try:
+        handler = load_handler(spec["task_root"], spec["handler"])
+    except InitError as e:
+        _flush_output()
+        protocol.send(sock, "init_error", e.error)
+        return 1
+    _flush_output()
+    protocol.send(sock, "ready")
+    while True:
+        try:
+            request = protocol.recv(sock)
+        except EOFError:
+            return 0
+        if request[0] != "invoke":
+            return 0
+        ok, body, keep = invoke_once(handler, request, spec)
+        _flush_output()
+        max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        protocol.send(sock, "result", request[1], ok, body, max_rss_kb)
+        if not keep:
+            return 1
+
+
+def main() -> None:
+    """Entry point for a freshly spawned worker (the zygote's spawn mode, and benchmarks).
+
+    argv: CONTROL_FD SPEC_JSON; the sandbox was applied by the parent before exec.
+    """
+    fd = int(sys.argv[1])
+    spec = orjson.loads(sys.argv[2])
+    sock = socket.socket(fileno=fd)
+    sys.exit(serve(sock, spec))
+
+
+if __name__ == "__main__":
+    main()

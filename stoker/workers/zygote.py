@@ -1,0 +1,260 @@
+"""The zygote: a fork server that makes cold starts cost a fork, not an interpreter start.
+
+The node agent starts one zygote, an interpreter that has already imported the
+stoker runtime (and any modules named in STOKER_PRELOAD). To start a worker, the node
+sends a spawn request with two file descriptors (the worker's control socket and the
+write end of its log pipe); the zygote forks, the child applies the sandbox and then
+either imports the handler and serves (Python, `mode = "fork"`) or execs a program
+(`mode = "exec"`: a fresh Python for comparison, or a runtime's bootstrap). The
+zygote reaps its children and reports each exit back to the node.
+
+Requests and replies are msgpack arrays over an AF_UNIX SOCK_SEQPACKET pair, so
+message boundaries and the passed descriptors stay together:
+    node -> zygote   ("spawn", request_id, spec)           + fds [control, log]
+    zygote -> node   ("spawned", request_id, pid) | ("failed", request_id, message)
+    zygote -> node   ("exited", pid, returncode)           (negative: killed by signal)
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import contextlib
+import gc
+import importlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from stoker.workers import sandbox
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1024 * 1024
+PRELOAD = ("orjson", "msgpack", "json", "logging", "decimal", "traceback", "stoker.workers.runtime")
+
+
+def _send(sock: socket.socket, message: tuple[Any, ...], fds: list[int] | None = None) -> None:
+    data = msgpack.packb(message, use_bin_type=True)
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    if not data:
+        raise EOFError
+    return tuple(msgpack.unpackb(data, raw=False, use_list=False)), list(fds)
+
+
+# -- the zygote process ------------------------------------------------------------------
+
+def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
+    sandbox.apply(spec, log_fd, keep_fds=(control_fd,))
+    if spec.get("mode") == "exec":
+        argv = [str(a) for a in spec["argv"]]
+        os.set_inheritable(control_fd, True)
+        os.execve(argv[0], argv, dict(os.environ))
+    from stoker.workers import runtime
+
+    return runtime.serve(socket.socket(fileno=control_fd), spec)
+
+
+def _fork_worker(spec: dict[str, Any], fds: list[int], close_in_child: list[int]) -> int:
+    control_fd, log_fd = fds
+    pid = os.fork()
+    if pid == 0:
+        code = 127
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for fd in close_in_child:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            code = _run_child(spec, control_fd, log_fd)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                os.write(2, ("stoker: worker start failed:\n" + traceback.format_exc()).encode())
+        finally:
+            os._exit(code)
+    os.close(control_fd)
+    os.close(log_fd)
+    return pid
+
+
+def serve(sock: socket.socket) -> None:
+    sandbox.die_with_parent()
+    sandbox.set_process_name("stoker-zygote")
+    for name in PRELOAD + tuple(m for m in os.environ.get("STOKER_PRELOAD", "").split(",") if m):
+        try:
+            importlib.import_module(name.strip())
+        except Exception as e:  # a missing optional module must not stop cold starts
+            print(f"stoker zygote: cannot preload {name}: {e}", file=sys.stderr)
+    gc.collect()
+    gc.freeze()  # keep the preloaded heap shared with every child (copy-on-write)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the node decides when the zygote ends
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    close_in_child = [sock.fileno(), wake_r, wake_w, sel.fileno() if hasattr(sel, "fileno") else -1]
+    close_in_child = [fd for fd in close_in_child if fd >= 0]
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                _reap(sock)
+                continue
+            try:
+                message, fds = _recv(sock)
+            except (EOFError, ConnectionError):
+                return
+            if message[0] != "spawn" or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            _, request_id, spec = message
+            try:
+                pid = _fork_worker(spec, fds, close_in_child)
+            except OSError as e:
+                _send(sock, ("failed", request_id, f"fork failed: {e}"))
+            else:
+                _send(sock, ("spawned", request_id, pid))
+
+
+def _reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(sock, ("exited", pid, os.waitstatus_to_exitcode(status)))
+
+
+def main() -> None:
+    serve(socket.socket(fileno=int(sys.argv[1])))
+
+
+# -- the node agent's side ---------------------------------------------------------------
+
+class ZygoteClient:
+    """Starts the zygote and asks it for workers, from the node agent's event loop."""
+
+    def __init__(self, on_exit: Callable[[int, int], None], env: dict[str, str] | None = None) -> None:
+        self._on_exit = on_exit
+        self._env = env
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._next_id = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = self._env if self._env is not None else scrubbed_environment()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "stoker.workers.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, close_fds=True,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._loop.add_reader(ours.fileno(), self._readable)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                message, fds = _recv(self._sock)
+            except BlockingIOError:
+                return
+            except (EOFError, ConnectionError, OSError):
+                self._closed()
+                return
+            for fd in fds:
+                os.close(fd)
+            kind = message[0]
+            if kind == "spawned":
+                fut = self._pending.pop(message[1], None)
+                if fut and not fut.done():
+                    fut.set_result(int(message[2]))
+            elif kind == "failed":
+                fut = self._pending.pop(message[1], None)
+                if fut and not fut.done():
+                    fut.set_exception(RuntimeError(str(message[2])))
+            elif kind == "exited":
+                self._on_exit(int(message[1]), int(message[2]))
+
+    def _closed(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError("the zygote exited"))
+        self._pending.clear()
+
+    async def spawn(self, spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
+        """Fork a worker; returns its pid. The passed fds stay ours to close."""
+        if self._sock is None or not self.alive():
+            self._closed()
+            self.start()
+        assert self._sock is not None and self._loop is not None
+        self._next_id += 1
+        request_id = self._next_id
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._pending[request_id] = fut
+        self._sock.setblocking(True)
+        try:
+            _send(self._sock, ("spawn", request_id, spec), [control_fd, log_fd])
+        finally:
+            self._sock.setblocking(False)
+        return await fut
+
+    def stop(self) -> None:
+        self._closed()
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            with contextlib.suppress(Exception):
+                self._proc.wait(timeout=5)
+            self._proc = None
+
+
+def scrubbed_environment() -> dict[str, str]:
+    """The zygote needs no secrets: workers get their environment from their spec."""
+    keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONHOME", "STOKER_PRELOAD", "VIRTUAL_ENV")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+if __name__ == "__main__":
+    main()
