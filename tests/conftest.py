@@ -29,7 +29,8 @@ import redis
 
 from stoker.platform.embedded_redis import redis_server_binary
 
-PG_ADMIN_URL = os.environ.get("STOKER_TEST_PG_URL", f"postgresql://{os.environ.get('USER', 'root')}@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "STOKER_TEST_PG_URL", f"postgresql://{os.environ.get('USER', 'root')}@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
@@ -117,7 +118,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test, dropped afterwards."""
     try:
         admin = _pg_admin()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if os.environ.get("STOKER_REQUIRE_PG"):
             raise
         pytest.skip(f"PostgreSQL is not reachable ({e}); CI sets STOKER_REQUIRE_PG=1 and starts it")
@@ -162,7 +163,8 @@ class RunningPlatform:
         result = subprocess.run([sys.executable, "-m", "stoker", *args], env=self.env, capture_output=True,
                                 text=True, timeout=timeout, input=input.decode() if input else None)
         if check and result.returncode != 0:
-            raise AssertionError(f"stoker {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"stoker {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result
 
     def stop(self, timeout: float = 15) -> None:

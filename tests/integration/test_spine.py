@@ -7,7 +7,6 @@ import json
 from tests.conftest import RunningPlatform, wait_until
 
 
-
 def ledger(platform: RunningPlatform, *args: str) -> list[dict]:
     result = platform.cli("ledger", "--format", "json", *args, check=True)
     return json.loads(result.stdout)
