@@ -26,6 +26,9 @@ Registry projection (the SQL registry is the truth; these are rebuilt from it)
     {p}:functions                set of function names
     {p}:registry                 pub/sub channel: a function changed (message = name)
 
+Metrics (cluster-wide counters, see stoker.platform.metrics)
+    {p}:metrics                  hash of counters: inv|fn|status, dur_bucket|fn|le, dur_sum|fn, ...
+
 Sync replies and coordination
     {p}:reply:{gateway_id}       list a gateway waits on for sync answers
     {p}:gateways                 hash gateway url -> last heartbeat (ms)
@@ -114,6 +117,10 @@ class Keys:
     @property
     def registry_channel(self) -> str:
         return self._k("registry")
+
+    @property
+    def metrics(self) -> str:
+        return self._k("metrics")
 
     # replies and coordination
     def reply(self, gateway_id: str) -> str:

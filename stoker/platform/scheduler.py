@@ -32,6 +32,7 @@ from stoker.platform.bus import fields_of, now_ms
 from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import Envelope
 from stoker.platform.ledger import records as R
+from stoker.platform.outcomes import encode_outcome, notify_stream
 from stoker.platform.replies import THROTTLED, encode_reply
 from stoker.platform.retries import decide
 
@@ -166,6 +167,7 @@ class Scheduler:
         })
         pipe = self.ctx.redis.pipeline(transaction=True)
         pipe.xadd(self.keys.ledger, {"r": record})
+        pipe.hincrby(self.keys.metrics, f"throttle|{envelope.function}", 1)
         if envelope.reply_to:
             pipe.rpush(envelope.reply_to, encode_reply(envelope.id, THROTTLED, message.encode(), {}))
             pipe.pexpire(envelope.reply_to, 120_000)
@@ -199,9 +201,15 @@ class Scheduler:
         arg2: bytes | str = decision.arg2
         if decision.action == "dlq":
             arg2 = self.keys.dlq(envelope.function)
+        notify, outcome = notify_stream(envelope), b""
+        if notify and decision.action != "retry":
+            outcome = encode_outcome(envelope, decision.status, error["errorType"], orjson.dumps(error))
+        else:
+            notify = ""
         await self.ctx.bus.settle(
             keys=[entry.stream, self.keys.ledger, self.keys.delayed],
-            args=[K.SCHEDULERS, entry.entry_id, record, reply_key, reply, decision.action, decision.arg1, arg2],
+            args=[K.SCHEDULERS, entry.entry_id, record, reply_key, reply, decision.action, decision.arg1, arg2,
+                  notify, outcome],
         )
 
     # -- maintenance ----------------------------------------------------------------------

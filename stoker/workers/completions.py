@@ -36,10 +36,12 @@ class Completion:
     arg1: bytes | str = ""
     arg2: bytes | str = ""
     idle_delta: int = 0
+    notify: str = ""
+    outcome: bytes = b""
 
     def args(self) -> list[bytes | str | int]:
         return [self.entry_id, self.function, self.function_version, self.idle_delta, self.ledger,
-                self.reply_key, self.reply, self.logs, self.action, self.arg1, self.arg2]
+                self.reply_key, self.reply, self.logs, self.action, self.arg1, self.arg2, self.notify, self.outcome]
 
 
 class CompletionBatcher:

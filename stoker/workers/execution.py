@@ -19,6 +19,8 @@ import orjson
 from stoker.platform.envelope import Envelope
 from stoker.platform.ledger import records as R
 from stoker.platform.logstream import encode_logs
+from stoker.platform.metrics import MetricsRecorder
+from stoker.platform.outcomes import encode_outcome, notify_stream
 from stoker.platform.replies import encode_reply
 from stoker.platform.retries import decide
 from stoker.workers.completions import Completion
@@ -42,8 +44,10 @@ class Executor:
 
     def __init__(self, node_name: str, pool: WarmPool, spec_of: Callable[[str, str], Awaitable[dict[str, Any]]],
                  emit: Callable[[Completion], None], idle_delta: Callable[[str, str, int], None],
-                 started: Callable[[str], None] = lambda _entry: None) -> None:
+                 started: Callable[[str], None] = lambda _entry: None,
+                 metrics: MetricsRecorder | None = None) -> None:
         self.started = started
+        self.metrics = metrics or MetricsRecorder()
         self.node_name = node_name
         self.pool = pool
         self.spec_of = spec_of
@@ -126,6 +130,7 @@ class Executor:
 
         now = time.time()
         decision = decide(envelope, spec, outcome.status, error, now)
+        self.metrics.invocation(envelope.function, outcome.status, outcome.duration_ms if lease else None, cold)
         status = decision.status
         error_type = error.get("errorType") if error else None
         error_message = str(error.get("errorMessage", ""))[:ERROR_MESSAGE_LIMIT] if error else None
@@ -156,6 +161,10 @@ class Executor:
             ledger=R.encode(record), logs=encode_logs(envelope.id, lines),
             action=decision.action, arg1=decision.arg1, arg2=decision.arg2,
         )
+        notify = notify_stream(envelope)
+        if notify and decision.action != "retry":
+            completion.notify = notify
+            completion.outcome = encode_outcome(envelope, status, error_type, outcome.body)
         if envelope.reply_to:
             meta: dict[str, Any] = {"version": envelope.version, "status": outcome.status}
             if envelope.meta and envelope.meta.get("tail"):

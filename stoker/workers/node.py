@@ -26,6 +26,7 @@ from stoker.platform import keys as K
 from stoker.platform.bus import fields_of, now_ms
 from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import Envelope
+from stoker.platform.metrics import MetricsRecorder
 from stoker.workers.bundlecache import BundleCache
 from stoker.workers.completions import CompletionBatcher
 from stoker.workers.execution import Executor
@@ -60,8 +61,9 @@ class NodeAgent:
         self._running: dict[str, asyncio.Task[None]] = {}
         #: entries whose event holds a worker (from then on an interruption spends an attempt)
         self._leased: set[str] = set()
+        self.metrics = MetricsRecorder()
         self.executor = Executor(self.name, self.pool, ctx.directory.spec, self.batcher.add,
-                                 self.batcher.idle_delta, started=self._leased.add)
+                                 self.batcher.idle_delta, started=self._leased.add, metrics=self.metrics)
         self._room = asyncio.Event()
         self._stopping = False
 
@@ -174,6 +176,7 @@ class NodeAgent:
             asyncio.create_task(self.batcher.run(), name="completions"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._reaper(), name="reaper"),
+            asyncio.create_task(self.metrics.run(self.ctx.redis, self.ctx.keys), name="metrics"),
         ]
         inbox = asyncio.create_task(self._read_inbox(), name="inbox")
         stopped = asyncio.create_task(stop.wait())
@@ -198,6 +201,8 @@ class NodeAgent:
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=2.0)
         await self.batcher.drain(timeout=3.0)
+        with contextlib.suppress(Exception):
+            await self.metrics.flush(self.ctx.redis, self.ctx.keys)
         await self._give_back(waiting)
         for task in background:
             task.cancel()

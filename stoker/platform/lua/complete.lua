@@ -11,12 +11,14 @@
 -- ARGV[1]  prefix
 -- ARGV[2]  consumer group of the inbox
 -- ARGV[3]  the most log chunks kept per function (approximate trim)
--- ARGV[4..] eleven per item:
+-- ARGV[4..] thirteen per item:
 --   inbox entry id ("" = none), function, function:version, idle-worker delta,
 --   ledger record ("" = none), reply list ("" = none), reply,
---   log chunk ("" = none), action ("" | "retry" | "dlq"), action argument 1, action argument 2
+--   log chunk ("" = none), action ("" | "retry" | "dlq"), action argument 1, action argument 2,
+--   outcome stream ("" = none), outcome (msgpack)
 --   retry: argument 1 = due (ms), argument 2 = delayed member
 --   dlq:   argument 1 = dead-letter entry (msgpack), argument 2 = unused
+--   outcome: a trigger that asked to hear of its event's final outcome gets it here
 --
 -- An item whose inbox entry is no longer pending (the node was declared dead and its
 -- events placed again) still records its ledger, log and reply, but never releases
@@ -24,10 +26,11 @@
 local prefix, group, log_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local node_alive = redis.call('EXISTS', KEYS[5]) == 1
 local acked_total = 0
-for i = 4, #ARGV, 11 do
+for i = 4, #ARGV, 13 do
   local entry, fname, fv, idle_delta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local ledger, reply_key, reply, logs = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local action, arg1, arg2 = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+  local notify, outcome = ARGV[i + 11], ARGV[i + 12]
   local owned = true
   if entry ~= '' then
     owned = redis.call('XACK', KEYS[7], group, entry) == 1
@@ -68,6 +71,9 @@ for i = 4, #ARGV, 11 do
     redis.call('ZADD', KEYS[8], tonumber(arg1), arg2)
   elseif owned and action == 'dlq' then
     redis.call('XADD', prefix .. ':dlq:' .. fname, '*', 'd', arg1)
+  end
+  if owned and notify ~= '' then
+    redis.call('XADD', notify, 'MAXLEN', '~', 100000, '*', 'o', outcome)
   end
 end
 return acked_total

@@ -12,6 +12,8 @@
 -- ARGV[6]  action: "" | "retry" | "dlq"
 -- ARGV[7]  retry: due (ms); dlq: the dead-letter entry
 -- ARGV[8]  retry: the delayed member; dlq: the dead-letter stream key
+-- ARGV[9]  outcome stream of the trigger that asked for it ("" = none)
+-- ARGV[10] outcome (msgpack)
 -- Returns 1, or 0 when another scheduler already settled the entry (nothing done).
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -24,5 +26,8 @@ if ARGV[6] == 'retry' then
   redis.call('ZADD', KEYS[3], tonumber(ARGV[7]), ARGV[8])
 elseif ARGV[6] == 'dlq' then
   redis.call('XADD', ARGV[8], '*', 'd', ARGV[7])
+end
+if ARGV[9] ~= nil and ARGV[9] ~= '' then
+  redis.call('XADD', ARGV[9], 'MAXLEN', '~', 100000, '*', 'o', ARGV[10])
 end
 return 1
