@@ -109,6 +109,17 @@ class Client:
                           headers={"content-type": "application/json"})
         return str(data["id"])
 
+    def dead_letters(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", f"/api/functions/{name}/dlq")
+        return result
+
+    def redrive(self, name: str, invocation_id: str | None = None) -> list[dict[str, str]]:
+        body = orjson.dumps({"id": invocation_id}) if invocation_id else b""
+        data = self._json("POST", f"/api/functions/{name}/dlq/redrive", content=body,
+                          headers={"content-type": "application/json"})
+        moved: list[dict[str, str]] = data["redriven"]
+        return moved
+
     # -- the ledger and logs --------------------------------------------------------------
     def invocations(self, **filters: Any) -> list[dict[str, Any]]:
         params = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in filters.items() if v is not None}

@@ -23,6 +23,17 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
                       help="table for people, json for scripts")
 
 
+class DefaultCommandGroup(click.Group):
+    """A group whose bare form runs a default subcommand: `stoker dlq NAME` is `stoker dlq list NAME`."""
+
+    default_command = "list"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)

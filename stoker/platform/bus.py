@@ -46,6 +46,7 @@ class Bus:
         self.promote = redis.register_script(_script("promote"))
         self.drain = redis.register_script(_script("drain"))
         self.settle = redis.register_script(_script("settle"))
+        self.redrive = redis.register_script(_script("redrive"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> Bus:

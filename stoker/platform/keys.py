@@ -32,7 +32,8 @@ Metrics (cluster-wide counters, see stoker.platform.metrics)
 Sync replies and coordination
     {p}:reply:{gateway_id}       list a gateway waits on for sync answers
     {p}:gateways                 hash gateway url -> last heartbeat (ms)
-    {p}:lock:{name}              leases (cron leader, dead-node reclaim)
+    {p}:lock:{name}              leases (e.g. lock:provision, the scheduler that tops up min_warm)
+    {p}:provisioning:{fv}        warm workers asked for and not yet reported by a heartbeat (ttl 5 s)
 """
 
 from __future__ import annotations

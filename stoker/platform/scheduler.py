@@ -248,6 +248,7 @@ class Scheduler:
             if n is not None and int(n) >= 0:
                 log.warning("node %s stopped heart-beating: %d events placed again", node_id, int(n))
         await self._adopt_orphans()
+        await self.provision()
 
     async def _adopt_orphans(self) -> None:
         """Entries a dead scheduler read but never acked come to us."""
@@ -259,6 +260,57 @@ class Scheduler:
                 for e in claimed:
                     if e and e[1] is not None and e[0].decode() not in held:
                         self._held.append(IntakeEntry(stream, e[0].decode(), fields_of(e)))
+
+    async def provision(self) -> None:
+        """Keep `min_warm` workers of each function's newest version started across the cluster.
+
+        One scheduler at a time (a short lease) compares the warm workers the nodes report
+        with each function's min_warm and asks the least busy nodes for the difference.
+        """
+        redis, keys = self.ctx.redis, self.keys
+        if not await redis.set(keys.lock("provision"), self.consumer, nx=True, px=int(MAINTENANCE_S * 2000)):
+            return
+        nodes = await self._live_nodes()
+        if not nodes:
+            return
+        for name in await self.ctx.directory.names():
+            entry = await self.ctx.directory.entry(name)
+            if entry is None:
+                continue
+            spec = await self.ctx.directory.spec(name, entry.latest)
+            want = int(spec.get("min_warm") or 0)
+            if want <= 0:
+                continue
+            fv = f"{name}:{entry.latest}"
+            have = sum(int(n["warm"].get(fv, {}).get("workers", 0)) for n in nodes)
+            pending_key = keys.custom("provisioning", fv)
+            pending = int(await redis.get(pending_key) or 0)
+            missing = want - have - pending
+            if missing <= 0:
+                continue
+            pipe = redis.pipeline(transaction=False)
+            for _ in range(missing):
+                node = max(nodes, key=lambda n: n["slots"] - n["workers"])
+                node["workers"] += 1
+                pipe.xadd(keys.inbox(node["id"]), {"t": "w", "f": fv, "i": "", "e": b""})
+            pipe.incrby(pending_key, missing)
+            pipe.pexpire(pending_key, 5000)  # until the nodes' heartbeats show the new workers
+            await pipe.execute()
+            log.info("asked for %d warm worker(s) of %s (min_warm %d)", missing, fv, want)
+
+    async def _live_nodes(self) -> list[dict[str, Any]]:
+        cutoff = now_ms() - int(self.ctx.settings.node_dead_after * 1000)
+        ids: Any = await self.ctx.redis.zrangebyscore(self.keys.nodes, cutoff, "+inf")
+        nodes = []
+        for raw in ids:
+            node_id = raw.decode()
+            h: Any = await self.ctx.redis.hgetall(self.keys.node(node_id))
+            if not h:
+                continue
+            warm = orjson.loads(h.get(b"warm") or b"{}")
+            nodes.append({"id": node_id, "slots": int(h.get(b"slots", b"1")), "warm": warm,
+                          "workers": sum(int(v.get("workers", 0)) for v in warm.values())})
+        return nodes
 
     async def trim_logs(self) -> None:
         """Drop log chunks older than the retention (stream ids are timestamps)."""

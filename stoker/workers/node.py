@@ -32,6 +32,7 @@ from stoker.workers.completions import CompletionBatcher
 from stoker.workers.execution import Executor
 from stoker.workers.launch import Launcher
 from stoker.workers.pool import WarmPool
+from stoker.workers.worker import Worker
 from stoker.workers.zygote import ZygoteClient
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ class NodeAgent:
     def _start(self, node_id: str, entry: Any) -> None:
         entry_id = entry[0].decode()
         fields = fields_of(entry)
+        if fields.get("t") == b"w":
+            task = asyncio.create_task(self._provision(node_id, entry_id, fields["f"].decode()))
+            self._running[entry_id] = task
+            return
         try:
             envelope = Envelope.decode(fields["e"])
         except Exception as e:
@@ -155,6 +160,24 @@ class NodeAgent:
             self._leased.discard(entry_id)
             self._room.set()
 
+    async def _provision(self, node_id: str, entry_id: str, function_version: str) -> None:
+        """A scheduler asked for a worker ahead of demand (the function's min_warm)."""
+        try:
+            keys = self.ctx.keys
+            pipe = self.ctx.redis.pipeline(transaction=True)
+            pipe.xack(keys.inbox(node_id), K.NODE_GROUP, entry_id)
+            pipe.xdel(keys.inbox(node_id), entry_id)
+            await pipe.execute()
+            name, _, version = function_version.rpartition(":")
+            spec = await self.ctx.directory.spec(name, version)
+            await self.pool.provision(function_version, spec)
+            log.info("provisioned a warm worker for %s", function_version)
+        except Exception as e:
+            log.warning("could not provision a worker for %s: %s", function_version, e)
+        finally:
+            self._running.pop(entry_id, None)
+            self._room.set()
+
     def _worker_exited(self, pid: int, returncode: int) -> None:
         worker = self.pool.exited(pid, returncode)
         if worker is not None:
@@ -164,9 +187,24 @@ class NodeAgent:
         while True:
             await asyncio.sleep(REAP_EVERY_S)
             try:
-                await self.pool.reap(lambda w: float(w.spec.get("keep_warm", 300)))
+                latest = await self._latest_versions()
+
+                def keep_warm(w: Worker, latest: set[str] = latest) -> float:
+                    if w.provisioned and w.function_version in latest:
+                        return float("inf")  # min_warm: kept while its version is the newest
+                    return float(w.spec.get("keep_warm", 300))
+
+                await self.pool.reap(keep_warm)
             except Exception:
                 log.exception("reaping idle workers failed")
+
+    async def _latest_versions(self) -> set[str]:
+        out = set()
+        for name in {w.function_version.rpartition(":")[0] for w in self.pool.workers.values() if w.provisioned}:
+            entry = await self.ctx.directory.entry(name)
+            if entry is not None:
+                out.add(f"{name}:{entry.latest}")
+        return out
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

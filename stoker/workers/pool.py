@@ -107,6 +107,16 @@ class WarmPool:
         async with self._changed:
             self._changed.notify_all()
 
+    async def provision(self, function_version: str, spec: dict[str, Any]) -> Worker:
+        """Start a worker ahead of demand (min_warm) and leave it idle; reaped only when stale."""
+        lease = await self.acquire(function_version, spec)
+        lease.worker.provisioned = True
+        await self.release(lease.worker, reusable=True)
+        return lease.worker
+
+    def count(self, function_version: str) -> int:
+        return sum(1 for w in self.workers.values() if w.function_version == function_version)
+
     async def release(self, worker: Worker, reusable: bool) -> None:
         async with self._changed:
             if reusable and worker.state != "dead" and worker.id in self.workers:

@@ -77,6 +77,8 @@ class Worker:
         self.state = "starting"
         self.last_used = time.monotonic()
         self.invocations = 0
+        #: started ahead of demand (min_warm): kept while its version is the function's newest
+        self.provisioned = False
         self.returncode: int | None = None
         self._output_limit = output_limit
         self._reader: asyncio.StreamReader | None = None

@@ -32,13 +32,17 @@ local n = 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[4], '-', '+')) do
   local f = {}
   for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j + 1] end
-  local stream = (f['t'] == 's') and KEYS[5] or KEYS[6]
-  redis.call('XADD', stream, '*', 'i', f['i'], 'f', f['f'], 't', f['t'], 'e', f['e'],
-             'r', (pending[e[1]] and not unstarted[e[1]]) and 'interrupted' or 'unstarted')
-  local fname = string.match(f['f'], '^(.*):[^:]*$') or f['f']
-  redis.call('HINCRBY', KEYS[7], fname, -1)
-  redis.call('HINCRBY', KEYS[7], '*', -1)
-  n = n + 1
+  -- t=w is a request to start a warm worker (min_warm), not an event: the scheduler
+  -- asks another node in its next round, so it is simply dropped here
+  if f['t'] ~= 'w' then
+    local stream = (f['t'] == 's') and KEYS[5] or KEYS[6]
+    redis.call('XADD', stream, '*', 'i', f['i'], 'f', f['f'], 't', f['t'], 'e', f['e'],
+               'r', (pending[e[1]] and not unstarted[e[1]]) and 'interrupted' or 'unstarted')
+    local fname = string.match(f['f'], '^(.*):[^:]*$') or f['f']
+    redis.call('HINCRBY', KEYS[7], fname, -1)
+    redis.call('HINCRBY', KEYS[7], '*', -1)
+    n = n + 1
+  end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
