@@ -67,9 +67,12 @@ class Cluster:
             env["STOKER_URL"] = self.url
         return env
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, *args: str, home: Path | None = None) -> subprocess.Popen[bytes]:
         log = (self.home / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "stoker", *args], env=self.env, stdout=log,
+        env = self.env
+        if home is not None:
+            env["STOKER_HOME"] = str(home)
+        proc = subprocess.Popen([sys.executable, "-m", "stoker", *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
@@ -93,8 +96,9 @@ class Cluster:
             time.sleep(0.2)
         raise RuntimeError("the cluster's gateway did not become healthy:\n" + self.logs("gateway"))
 
-    def start_node(self, name: str, slots: int = 2) -> subprocess.Popen[bytes]:
-        return self._spawn(name, "node", "--name", name, "--slots", str(slots))
+    def start_node(self, name: str, slots: int = 2, home: Path | None = None) -> subprocess.Popen[bytes]:
+        """A node; with its own `home` it shares no disk with the gateway (as on another machine)."""
+        return self._spawn(name, "node", "--name", name, "--slots", str(slots), home=home)
 
     def kill(self, name: str) -> set[int]:
         """SIGKILL a role process; returns the pids of its tree as it was (to check for orphans)."""

@@ -223,3 +223,15 @@ def test_min_warm_keeps_workers_started_ahead_of_demand(cluster: Cluster, make_f
     assert cluster.client().invoke("ready", {"i": 1}) == {"i": 1}
     row = wait_until(lambda: next(iter(rows(cluster, "ready")), None), message="the row")
     assert row["cold"] is False
+
+
+def test_a_node_on_another_machine_fetches_bundles_from_the_gateway(cluster: Cluster, make_function,
+                                                                   tmp_path: Path) -> None:
+    cluster.start(nodes=0)
+    elsewhere = tmp_path / "other-machine"
+    cluster.start_node("far", slots=2, home=elsewhere)
+    cluster.cli("deploy", str(make_function("work", WORK)), check=True)
+    assert cluster.client().invoke("work", {"i": 7}) == {"i": 7}
+    cached = list((elsewhere / "node" / "bundles").iterdir())
+    assert len(cached) == 1 and (cached[0] / "code" / "handler.py").exists()
+    assert not (elsewhere / "bundles").exists(), "the node has no bundle store of its own"
