@@ -11,6 +11,7 @@ roles behave alike:
     STOKER_PREFIX          prefix of every Redis key (default "stoker")
     STOKER_NODE_DEAD_AFTER seconds without a heartbeat before a node is declared dead
     STOKER_GLOBAL_CONCURRENCY  cap on concurrent executions across the platform
+    STOKER_PREFETCH        async events a node may hold per slot beyond those running
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Settings:
     global_concurrency: int
     log_retention_s: float
     log_max_entries: int
+    prefetch: int = 16
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -75,6 +77,7 @@ class Settings:
             global_concurrency=int(_number("STOKER_GLOBAL_CONCURRENCY", 1000)),
             log_retention_s=_number("STOKER_LOG_RETENTION", 7 * 24 * 3600.0),
             log_max_entries=int(_number("STOKER_LOG_MAX_ENTRIES", 100_000)),
+            prefetch=int(_number("STOKER_PREFETCH", 16)),
         )
 
     # -- where things live under STOKER_HOME ---------------------------------------------

@@ -39,6 +39,7 @@ from stoker.platform.retries import decide
 log = logging.getLogger(__name__)
 
 BATCH = 256
+HELD_PER_ROUND = 128
 MAINTENANCE_S = 0.5
 ADOPT_IDLE_MS = 10_000  # an unacked intake entry idle this long belongs to a dead scheduler
 
@@ -48,6 +49,7 @@ class IntakeEntry:
     stream: str
     entry_id: str
     fields: dict[str, bytes]
+    no_node: bool = False
 
     @property
     def sync(self) -> bool:
@@ -55,10 +57,10 @@ class IntakeEntry:
 
 
 class Scheduler:
-    def __init__(self, ctx: PlatformContext, prefetch: int = 4) -> None:
+    def __init__(self, ctx: PlatformContext) -> None:
         self.ctx = ctx
         self.keys = ctx.keys
-        self.prefetch = prefetch
+        self.prefetch = ctx.settings.prefetch
         self.consumer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
         self._held: list[IntakeEntry] = []
         self._last_touch = time.monotonic()
@@ -96,24 +98,32 @@ class Scheduler:
         block = 5 if self._held else 1000
         response: Any = await self.ctx.redis.xreadgroup(K.SCHEDULERS, self.consumer, streams,  # type: ignore[arg-type]
                                                    count=BATCH, block=block)
-        entries = list(self._held)
-        for stream, items in response or ():
-            name = stream.decode()
-            entries.extend(IntakeEntry(name, e[0].decode(), fields_of(e)) for e in items)
-        if not entries:
-            return
-        await self.place(entries)
+        # held entries wait for room on a node: offer the oldest few each round, not all
+        offered, rest = self._held[:HELD_PER_ROUND], self._held[HELD_PER_ROUND:]
+        self._held = []
+        fresh = [IntakeEntry(stream.decode(), e[0].decode(), fields_of(e))
+                 for stream, items in response or () for e in items]
+        still_held = await self.place(offered + fresh) if offered or fresh else []
+        # oldest first: what was held before, then what arrived now (adopted entries last)
+        old_ids = {e.entry_id for e in offered}
+        adopted, self._held = self._held, []
+        self._held = ([e for e in still_held if e.entry_id in old_ids] + rest
+                      + [e for e in still_held if e.entry_id not in old_ids] + adopted)
+        if self._held:
+            await self._touch_held()
+            if any(e.no_node for e in self._held):
+                await asyncio.sleep(0.2)  # no live node: do not spin
 
-    async def place(self, entries: list[IntakeEntry]) -> None:
+    async def place(self, entries: list[IntakeEntry]) -> list[IntakeEntry]:
+        """Place what can be placed; returns the entries that must wait for room."""
         ready: list[IntakeEntry] = []
         for entry in entries:
             if entry.fields.get("r") == b"interrupted":
                 await self._settle_interrupted(entry)
             else:
                 ready.append(entry)
-        self._held = []
         if not ready:
-            return
+            return []
         settings = self.ctx.settings
         args: list[Any] = [self.keys.prefix, K.SCHEDULERS, now_ms(), int(settings.node_dead_after * 1000),
                            settings.global_concurrency, self.prefetch]
@@ -125,18 +135,15 @@ class Scheduler:
                   self.keys.waiting_set],
             args=args,
         )
-        waiting_for_room = False
+        held = []
         for entry, result in zip(ready, results, strict=True):
             r = result.decode() if isinstance(result, bytes) else str(result)
             if r in ("F", "N"):
-                self._held.append(entry)
-                waiting_for_room = waiting_for_room or r == "N"
+                entry.no_node = r == "N"
+                held.append(entry)
             elif r == "T":
                 await self._throttled(entry)
-        if self._held:
-            await self._touch_held()
-            if waiting_for_room:
-                await asyncio.sleep(0.2)  # no live node: do not spin
+        return held
 
     async def _touch_held(self) -> None:
         """Claim held entries again now and then, so other schedulers do not adopt them."""

@@ -43,7 +43,7 @@ REAP_EVERY_S = 5.0
 
 class NodeAgent:
     def __init__(self, ctx: PlatformContext, name: str | None = None, slots: int | None = None,
-                 prefetch: int = 4, drain_timeout: float = 4.0) -> None:
+                 prefetch: int = 16, drain_timeout: float = 4.0) -> None:
         self.ctx = ctx
         self.name = name or socket.gethostname()
         self.slots = slots or max(8, 4 * (os.cpu_count() or 1))
@@ -109,9 +109,11 @@ class NodeAgent:
     # -- the inbox ------------------------------------------------------------------------
     async def _read_inbox(self) -> None:
         redis = self.ctx.redis
+        buffer = self.slots * self.prefetch
         while not self._stopping:
-            room = self.slots * self.prefetch - len(self._running)
-            if room <= 0:
+            room = buffer - len(self._running)
+            # read in batches: wait until half the buffer is free (or nothing is running)
+            if room <= 0 or (room < buffer // 2 and self._running):
                 self._room.clear()
                 await self._room.wait()
                 continue

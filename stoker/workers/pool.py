@@ -43,6 +43,7 @@ class WarmPool:
         self._by_pid: dict[int, Worker] = {}
         self._idle: dict[str, list[Worker]] = {}
         self._starting = 0
+        self._waiting = 0  # acquirers waiting for a worker to come back
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
 
@@ -66,23 +67,36 @@ class WarmPool:
         return len(self._idle.get(function_version, ()))
 
     # -- leasing --------------------------------------------------------------------------
+    def _take_idle(self, function_version: str) -> Lease | None:
+        idle = self._idle.get(function_version)
+        if not idle:
+            return None
+        worker = idle.pop()
+        worker.state = "busy"
+        self._on_idle_delta(function_version, -1)
+        return Lease(worker, cold=False, init_ms=None)
+
     async def acquire(self, function_version: str, spec: dict[str, Any]) -> Lease:
         """An idle warm worker of this version, or a newly started one (cold)."""
+        lease = self._take_idle(function_version)  # the hot path: no lock, nothing awaited
+        if lease is not None:
+            return lease
         async with self._changed:
             while True:
-                idle = self._idle.get(function_version)
-                if idle:
-                    worker = idle.pop()
-                    worker.state = "busy"
-                    self._on_idle_delta(function_version, -1)
-                    return Lease(worker, cold=False, init_ms=None)
+                lease = self._take_idle(function_version)
+                if lease is not None:
+                    return lease
                 if len(self.workers) + self._starting < self.slots:
                     break
                 victim = self._least_recently_used_idle()
                 if victim is not None:
                     self._discard(victim)
                     break
-                await self._changed.wait()
+                self._waiting += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._waiting -= 1
             self._starting += 1
         worker = Worker(f"w{next(self._ids)}", function_version, spec, int(spec.get("output_limit", 1 << 20)))
         try:
@@ -118,16 +132,18 @@ class WarmPool:
         return sum(1 for w in self.workers.values() if w.function_version == function_version)
 
     async def release(self, worker: Worker, reusable: bool) -> None:
-        async with self._changed:
-            if reusable and worker.state != "dead" and worker.id in self.workers:
-                worker.state = "idle"
-                worker.last_used = time.monotonic()
-                self._idle.setdefault(worker.function_version, []).append(worker)
-                self._on_idle_delta(worker.function_version, +1)
-            else:
-                self._remove(worker)
-                worker.kill()
-            self._changed.notify_all()
+        if reusable and worker.state != "dead" and worker.id in self.workers:
+            worker.state = "idle"
+            worker.last_used = time.monotonic()
+            self._idle.setdefault(worker.function_version, []).append(worker)
+            self._on_idle_delta(worker.function_version, +1)
+        else:
+            self._remove(worker)
+            worker.kill()
+        if self._waiting:
+            # one worker came back: wake one waiter (the oldest), not the whole herd
+            async with self._changed:
+                self._changed.notify(1)
 
     def _least_recently_used_idle(self) -> Worker | None:
         candidates = [w for ws in self._idle.values() for w in ws]

@@ -57,9 +57,70 @@ def send(sock: socket.socket, *message: Any) -> None:
 
 # -- asyncio side (the node agent) -------------------------------------------------------
 
-async def read(reader: asyncio.StreamReader) -> tuple[Any, ...]:
-    header = await reader.readexactly(HEADER.size)
-    (size,) = HEADER.unpack(header)
-    if size > MAX_FRAME:
-        raise ProtocolError(f"frame of {size} bytes is over the limit")
-    return _unpack(await reader.readexactly(size))
+class FrameChannel(asyncio.Protocol):
+    """The node's end of a worker's control socket: frames in, frames out.
+
+    A plain Protocol rather than streams: a worker answers one frame per request, so
+    frames are parsed as bytes arrive and handed straight to the one waiting future.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._frames: list[tuple[Any, ...]] = []
+        self._waiter: asyncio.Future[tuple[Any, ...]] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._closed: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        while len(buf) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf)
+            if size > MAX_FRAME:
+                self._fail(ProtocolError(f"frame of {size} bytes is over the limit"))
+                return
+            end = HEADER.size + size
+            if len(buf) < end:
+                return
+            frame = _unpack(bytes(buf[HEADER.size:end]))
+            del buf[:end]
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                self._waiter = None
+                waiter.set_result(frame)
+            else:
+                self._frames.append(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or EOFError("the worker closed its connection"))
+
+    def _fail(self, exc: BaseException) -> None:
+        self._closed = exc
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if self._transport is not None:
+            self._transport.close()
+
+    def next_frame(self) -> asyncio.Future[tuple[Any, ...]]:
+        """A future for the next frame (already resolved if one is waiting)."""
+        fut: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        if self._frames:
+            fut.set_result(self._frames.pop(0))
+        elif self._closed is not None:
+            fut.set_exception(self._closed)
+        else:
+            self._waiter = fut
+        return fut
+
+    def send(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError("the worker's connection is closed")
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

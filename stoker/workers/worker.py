@@ -56,6 +56,11 @@ def error_body(error_type: str, message: str) -> bytes:
     return orjson.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": []})
 
 
+def _expire(reply: asyncio.Future[Any]) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError())
+
+
 def _exit_description(returncode: int | None) -> str:
     if returncode is None:
         return "Runtime exited without providing a reason"
@@ -81,8 +86,7 @@ class Worker:
         self.provisioned = False
         self.returncode: int | None = None
         self._output_limit = output_limit
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: protocol.FrameChannel | None = None
         self._log_fd: int | None = None
         self._logs = LogBuffer(output_limit)
         self._exited = asyncio.Event()
@@ -106,15 +110,15 @@ class Worker:
         os.set_blocking(log_r, False)
         self._log_fd = log_r
         self._loop.add_reader(log_r, self._read_logs)
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=protocol.MAX_FRAME)
+        _transport, self._channel = await self._loop.create_unix_connection(protocol.FrameChannel, sock=ours)
         try:
-            message = await asyncio.wait_for(protocol.read(self._reader), init_timeout)
+            message = await asyncio.wait_for(self._channel.next_frame(), init_timeout)
         except TimeoutError:
             self.kill()
             raise InitFailed({"errorType": "Runtime.InitTimeout",
                               "errorMessage": f"the function's init did not finish within {init_timeout:g} s"},
                              (time.perf_counter() - t0) * 1000) from None
-        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError):
+        except (EOFError, ConnectionError, protocol.ProtocolError):
             await self._wait_exit(1.0)
             raise InitFailed({"errorType": "Runtime.ExitError",
                               "errorMessage": _exit_description(self.returncode) + " (during init)"},
@@ -145,10 +149,10 @@ class Worker:
         self._close_control()
 
     def _close_control(self) -> None:
-        if self._writer is not None:
+        if self._channel is not None:
             with contextlib.suppress(Exception):
-                self._writer.close()
-            self._writer = None
+                self._channel.close()
+            self._channel = None
 
     def close_logs(self) -> None:
         if self._log_fd is not None:
@@ -183,27 +187,31 @@ class Worker:
 
     # -- invoking -------------------------------------------------------------------------
     async def invoke(self, request_id: str, payload: bytes, timeout: float, info: dict[str, Any]) -> Outcome:
-        assert self._writer is not None and self._reader is not None
+        assert self._channel is not None
         self.state = "busy"
         self.invocations += 1
         started_at = time.time()
         t0 = time.perf_counter()
         deadline_ms = int((started_at + timeout) * 1000)
+        reply = self._channel.next_frame()
+        # the deadline: a timer, not wait_for, so the hot path creates no extra task
+        timer = self._loop.call_later(timeout, _expire, reply)
         try:
-            self._writer.write(protocol.pack("invoke", request_id, payload, deadline_ms, info))
-            message = await asyncio.wait_for(protocol.read(self._reader), timeout)
+            self._channel.send(protocol.pack("invoke", request_id, payload, deadline_ms, info))
+            message = await reply
         except TimeoutError:
             self.kill()
             return self._outcome("timed_out", error_body(
                 "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"),
                 t0, started_at, reusable=False)
-        except (asyncio.IncompleteReadError, ConnectionError, protocol.ProtocolError, OSError):
+        except (EOFError, ConnectionError, protocol.ProtocolError, OSError):
             await self._wait_exit(1.0)
             self.kill()
             return self._outcome("failed", error_body(
                 "Runtime.ExitError", f"RequestId: {request_id} Error: {_exit_description(self.returncode)}"),
                 t0, started_at, reusable=False)
         finally:
+            timer.cancel()
             self.last_used = time.monotonic()
         _, _rid, ok, body, max_rss_kb = message
         # after running out of memory or exiting, the runtime ends itself: never reuse it

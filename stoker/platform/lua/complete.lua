@@ -25,6 +25,7 @@
 -- capacity twice or schedules a second retry. Returns the number of entries acked.
 local prefix, group, log_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local node_alive = redis.call('EXISTS', KEYS[5]) == 1
+local any_waiting = redis.call('SCARD', KEYS[4]) > 0
 local acked_total = 0
 for i = 4, #ARGV, 13 do
   local entry, fname, fv, idle_delta = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -41,8 +42,8 @@ for i = 4, #ARGV, 13 do
       redis.call('HINCRBY', KEYS[1], fname, -1)
       redis.call('HINCRBY', KEYS[1], '*', -1)
       -- a slot freed: one held-back event goes back to intake, this function's first
-      local src = fname
-      if redis.call('LLEN', prefix .. ':waiting:' .. src) == 0 then
+      local src = any_waiting and fname or nil
+      if src and redis.call('LLEN', prefix .. ':waiting:' .. src) == 0 then
         src = redis.call('SRANDMEMBER', KEYS[4])
       end
       if src then

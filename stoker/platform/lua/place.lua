@@ -46,11 +46,11 @@ end
 -- loaded node with a free slot (it will cold-start), else for sync the least loaded
 -- node at all and for async one under its prefetch bound
 local function choose(fv, sync)
-  local best, best_load, warm = nil, nil, false
+  local best, best_load = nil, nil
   for _, n in ipairs(nodes) do
     if idle_of(n, fv) > 0 then
       local l = n.load / n.slots
-      if best == nil or l < best_load then best, best_load, warm = n, l, true end
+      if best == nil or l < best_load then best, best_load = n, l end
     end
   end
   if best then return best, true end
@@ -71,7 +71,7 @@ local function choose(fv, sync)
 end
 
 local global = tonumber(redis.call('HGET', KEYS[3], '*') or '0') or 0
-local limits, counts = {}, {}
+local limits, counts, full = {}, {}, {}
 local results = {}
 for i = 7, #ARGV, 5 do
   local entry, inv, fv, typ, env = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -98,10 +98,13 @@ for i = 7, #ARGV, 5 do
     end
   elseif #nodes == 0 then
     result = 'N'
+  elseif typ ~= 's' and full[fv] then
+    result = 'F'  -- an earlier event of this version found no room: neither will this one
   else
     local node, reserved = choose(fv, typ == 's')
     if node == nil then
       result = 'F'
+      full[fv] = true
     elseif redis.call('XACK', stream, group, entry) == 0 then
       result = 'D'
     else
