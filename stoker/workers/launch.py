@@ -104,6 +104,15 @@ class Launcher:
         }
         runtime = spec.get("runtime", "python")
         init_timeout = max(10.0, float(spec.get("timeout", 3)))
+        if runtime == "python" and os.environ.get("STOKER_SPAWN_MODE") == "exec":
+            # a fresh interpreter per cold start instead of a fork of the zygote: slower,
+            # kept for comparison (bench/) and for debugging
+            import orjson
+
+            spawn_spec = {k: v for k, v in base.items() if k != "env"}
+            base["mode"] = "exec"
+            base["argv"] = [sys.executable, "-m", "stoker.workers.runtime", "{control_fd}",
+                            orjson.dumps(spawn_spec).decode()]
         if runtime != "python":
             launcher = LAUNCHERS.get(runtime)
             if launcher is None:
