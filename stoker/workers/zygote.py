@@ -61,10 +61,12 @@ def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
 # -- the zygote process ------------------------------------------------------------------
 
 def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
-    sandbox.apply(spec, log_fd, keep_fds=(control_fd,))
+    # a Runtime API worker (spec "control": False) talks HTTP: it gets no control socket
+    sandbox.apply(spec, log_fd, keep_fds=(control_fd,) if spec.get("control", True) else ())
     if spec.get("mode") == "exec":
         argv = [str(a) for a in spec["argv"]]
-        os.set_inheritable(control_fd, True)
+        if spec.get("control", True):
+            os.set_inheritable(control_fd, True)
         os.execve(argv[0], argv, dict(os.environ))
     from stoker.workers import runtime
 
