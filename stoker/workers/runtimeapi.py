@@ -27,6 +27,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -174,7 +175,7 @@ class RuntimeApiServer:
     async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> bytes:
         if conn.they_are_waiting_for_100_continue:
-            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")) or b"")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -232,15 +233,16 @@ class RuntimeApiServer:
         return keep
 
     async def _send_invocation(self, conn: h11.Connection, writer: asyncio.StreamWriter, inv: Invocation) -> None:
+        # spelled as Lambda spells them: hand-written runtimes sometimes match header names exactly
         headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(inv.payload)).encode()),
-            (b"lambda-runtime-aws-request-id", inv.request_id.encode()),
-            (b"lambda-runtime-deadline-ms", str(inv.deadline_ms).encode()),
-            (b"lambda-runtime-invoked-function-arn", inv.function_arn.encode()),
-            (b"lambda-runtime-trace-id", inv.trace_id.encode()),
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", str(len(inv.payload)).encode()),
+            (b"Lambda-Runtime-Aws-Request-Id", inv.request_id.encode()),
+            (b"Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms).encode()),
+            (b"Lambda-Runtime-Invoked-Function-Arn", inv.function_arn.encode()),
+            (b"Lambda-Runtime-Trace-Id", inv.trace_id.encode()),
         ]
-        writer.write(conn.send(h11.Response(status_code=200, headers=headers)) or b"")
+        writer.write(conn.send(h11.Response(status_code=200, headers=headers, reason=b"OK")) or b"")
         writer.write(conn.send(h11.Data(data=inv.payload)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
@@ -248,10 +250,11 @@ class RuntimeApiServer:
     @staticmethod
     async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes,
                     keep: bool = True) -> None:
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode())]
         if not keep:
-            headers.append((b"connection", b"close"))
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            headers.append((b"Connection", b"close"))
+        reason = HTTPStatus(status).phrase.encode()
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b"")
         writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
