@@ -11,6 +11,8 @@ roles behave alike:
     STOKER_PREFIX          prefix of every Redis key (default "stoker")
     STOKER_NODE_DEAD_AFTER seconds without a heartbeat before a node is declared dead
     STOKER_GLOBAL_CONCURRENCY  cap on concurrent executions across the platform
+    STOKER_NODEJS          the node executable for runtime = "nodejs" (default: `node` on PATH)
+    STOKER_NPM             the npm that installs Node.js dependencies at deploy (default: `npm` on PATH)
 """
 
 from __future__ import annotations
