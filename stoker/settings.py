@@ -12,6 +12,8 @@ roles behave alike:
     STOKER_NODE_DEAD_AFTER seconds without a heartbeat before a node is declared dead
     STOKER_GLOBAL_CONCURRENCY  cap on concurrent executions across the platform
     STOKER_PREFETCH        async events a node may hold per slot beyond those running
+    STOKER_NODEJS          the node executable for runtime = "nodejs" (default: `node` on PATH)
+    STOKER_NPM             the npm that installs Node.js dependencies at deploy (default: `npm` on PATH)
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class Executor:
             init_ms = e.init_ms
             outcome = Outcome(status="failed", body=orjson.dumps(e.error), duration_ms=0.0,
                               started_at=time.time(), ended_at=time.time(), reusable=False)
-            self._finish(node_id, entry_id, envelope, spec, outcome, None, init_ms, LogBuffer(1 << 20),
+            self._finish(node_id, entry_id, envelope, spec, outcome, None, init_ms, e.logs or LogBuffer(1 << 20),
                          cold=True)
             return
         except Exception as e:

@@ -32,6 +32,7 @@ from stoker.workers.completions import CompletionBatcher
 from stoker.workers.execution import Executor
 from stoker.workers.launch import Launcher
 from stoker.workers.pool import WarmPool
+from stoker.workers.runtimes import make_worker
 from stoker.workers.worker import Worker
 from stoker.workers.zygote import ZygoteClient
 
@@ -58,7 +59,8 @@ class NodeAgent:
                                    ctx.settings.token)
         self.launcher = Launcher(self.zygote, self.bundles, ctx.settings.node_dir / "work", self.name)
         self.pool = WarmPool(self.slots, self.launcher.start,
-                             on_idle_delta=lambda fv, d: self.batcher.idle_delta(self.node_id, fv, d))
+                             on_idle_delta=lambda fv, d: self.batcher.idle_delta(self.node_id, fv, d),
+                             worker_factory=make_worker)
         self._running: dict[str, asyncio.Task[None]] = {}
         #: entries whose event holds a worker (from then on an interruption spends an attempt)
         self._leased: set[str] = set()

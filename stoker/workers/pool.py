@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: builds a worker's spawn spec and starts it; returns its init time (ms)
 Starter = Callable[[Worker], Awaitable[float]]
+#: makes a worker object (not started) for a spec: (id, function_version, spec, output_limit)
+WorkerFactory = Callable[[str, str, dict[str, Any], int], Worker]
 
 
 @dataclass
@@ -35,9 +37,13 @@ class Lease:
 
 
 class WarmPool:
-    def __init__(self, slots: int, starter: Starter, on_idle_delta: Callable[[str, int], None]) -> None:
+    def __init__(self, slots: int, starter: Starter, on_idle_delta: Callable[[str, int], None],
+                 worker_factory: WorkerFactory = Worker) -> None:
         self.slots = slots
         self._starter = starter
+        self._new_worker = worker_factory
+        #: workers being started: their exit is reported to them too (a runtime dying during init)
+        self._starting_workers: dict[str, Worker] = {}
         self._on_idle_delta = on_idle_delta
         self.workers: dict[str, Worker] = {}
         self._by_pid: dict[int, Worker] = {}
@@ -98,7 +104,8 @@ class WarmPool:
                 finally:
                     self._waiting -= 1
             self._starting += 1
-        worker = Worker(f"w{next(self._ids)}", function_version, spec, int(spec.get("output_limit", 1 << 20)))
+        worker = self._new_worker(f"w{next(self._ids)}", function_version, spec, int(spec.get("output_limit", 1 << 20)))
+        self._starting_workers[worker.id] = worker
         try:
             init_ms = await self._starter(worker)
         except InitFailed:
@@ -109,6 +116,7 @@ class WarmPool:
             raise
         finally:
             self._starting -= 1
+            self._starting_workers.pop(worker.id, None)
         self.workers[worker.id] = worker
         if worker.pid is not None:
             self._by_pid[worker.pid] = worker
@@ -175,7 +183,10 @@ class WarmPool:
         """The zygote reports a worker's exit; an idle worker that died is dropped at once."""
         worker = self._by_pid.get(pid)
         if worker is None:
-            return None
+            starting = next((w for w in self._starting_workers.values() if w.pid == pid), None)
+            if starting is not None:
+                starting.exited(returncode)
+            return starting
         was_idle = worker.state == "idle"
         worker.exited(returncode)
         if was_idle:

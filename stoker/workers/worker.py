@@ -46,10 +46,11 @@ class Outcome:
 
 
 class InitFailed(Exception):
-    def __init__(self, error: dict[str, Any], init_ms: float) -> None:
+    def __init__(self, error: dict[str, Any], init_ms: float, logs: LogBuffer | None = None) -> None:
         super().__init__(error.get("errorMessage", "init failed"))
         self.error = error
         self.init_ms = init_ms
+        self.logs = logs  # what the runtime wrote while it failed to start, if kept
 
 
 def error_body(error_type: str, message: str) -> bytes:

@@ -61,11 +61,13 @@ def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
 # -- the zygote process ------------------------------------------------------------------
 
 def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
-    sandbox.apply(spec, log_fd, keep_fds=(control_fd,))
+    # a Runtime API worker (spec "control": False) talks HTTP: it gets no control socket
+    sandbox.apply(spec, log_fd, keep_fds=(control_fd,) if spec.get("control", True) else ())
     if spec.get("mode") == "exec":
         # "{control_fd}" in argv names the control socket's descriptor in this process
         argv = [str(a).replace("{control_fd}", str(control_fd)) for a in spec["argv"]]
-        os.set_inheritable(control_fd, True)
+        if spec.get("control", True):
+            os.set_inheritable(control_fd, True)
         os.execve(argv[0], argv, dict(os.environ))
     from stoker.workers import runtime
 

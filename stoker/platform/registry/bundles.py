@@ -175,6 +175,10 @@ def extract_bundle(data: bytes, dest: Path) -> None:
             os.chmod(target, mode)
 
 
+def _is_npm_command_shim(path: Path) -> bool:
+    return path.parent.name == ".bin" and path.parent.parent.name == "node_modules"
+
+
 def pack_directory(folder: Path) -> bytes:
     """Zip a function folder deterministically. Links are refused: a bundle holds files only."""
     folder = folder.resolve()
@@ -193,6 +197,8 @@ def pack_directory(folder: Path) -> bytes:
                 if name.endswith((".pyc", ".pyo")):
                     continue
                 st = path.lstat()
+                if stat.S_ISLNK(st.st_mode) and _is_npm_command_shim(path):
+                    continue  # npm's links to package commands: never loaded by code, and npm rebuilds them
                 if stat.S_ISLNK(st.st_mode):
                     raise BundleError(f"{path} is a symbolic link: bundles hold files only; copy the file in")
                 if not stat.S_ISREG(st.st_mode):

@@ -26,10 +26,11 @@ from stoker.platform.registry.bundles import (
     inspect_bundle,
     pack_directory,
 )
+from stoker.platform.registry.npm import install_node_dependencies
 
 #: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
 #: each returns True when it changed the folder
-BUILDERS: dict[str, Any] = {}
+BUILDERS: dict[str, Any] = {"nodejs": install_node_dependencies}
 
 
 @dataclass(frozen=True)
