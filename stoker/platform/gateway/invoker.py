@@ -72,12 +72,15 @@ class Invoker:
                 popped: Any = await redis.blpop([self.reply_key], timeout=1)
                 if popped is None:
                     continue
-                batch = [popped[1]]
-                more: Any = await redis.lpop(self.reply_key, 255)
-                if more:
-                    batch.extend(more)
-                for raw in batch:
-                    self._deliver(raw)
+                self._deliver(popped[1])  # at once: the caller must not wait for the drain below
+                while True:
+                    more: Any = await redis.lpop(self.reply_key, 255)
+                    if not more:
+                        break
+                    for raw in more:
+                        self._deliver(raw)
+                    if len(more) < 255:
+                        break
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
