@@ -68,6 +68,12 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return orjson.loads(self._request(method, path, **kwargs).content)
 
+    # -- cron ---------------------------------------------------------------------------------
+    def schedules(self, count: int = 3) -> list[dict[str, Any]]:
+        """Every cron schedule with its next `count` fire times."""
+        result: list[dict[str, Any]] = self._json("GET", "/api/cron", params={"next": count})
+        return result
+
     # -- functions ------------------------------------------------------------------------
     def deploy(self, source: str | Path | bytes, source_dir: str | Path | None = None) -> dict[str, Any]:
         """Deploy a folder, a zip file, or zip bytes. Returns the version made (or kept).

@@ -61,10 +61,13 @@ ID_NAMESPACE = uuid.UUID("6f1c3a52-41d4-4f0e-9a57-5b7c1e0d2c11")
 @dataclass(frozen=True)
 class FireState:
     sig: str
+    #: ticks up to this one are done with (fired, skipped, or before the schedule began)
     last: int
+    #: the latest tick that fired an event
+    fired: int | None = None
 
     def encode(self) -> bytes:
-        return orjson.dumps({"sig": self.sig, "last": self.last})
+        return orjson.dumps({"sig": self.sig, "last": self.last, "fired": self.fired})
 
     @classmethod
     def decode(cls, raw: bytes | None) -> FireState | None:
@@ -72,8 +75,9 @@ class FireState:
             return None
         try:
             data = orjson.loads(raw)
-            return cls(sig=str(data["sig"]), last=int(data["last"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            fired = data.get("fired")
+            return cls(sig=str(data["sig"]), last=int(data["last"]), fired=int(fired) if fired is not None else None)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
 
 
@@ -160,20 +164,20 @@ class CronSource:
                 if self.config.missed == "once":
                     log.info("schedule %s: ticks from %s to %s were missed; firing one catch-up event",
                              self.config.schedule_id, iso_utc(due), iso_utc(missed))
-                    if await self._fire(raw, missed):
+                    if await self._fire(raw, state, missed):
                         fired.append(missed)
                 else:
                     log.info("schedule %s: skipping the ticks missed from %s to %s (missed = \"skip\")",
                              self.config.schedule_id, iso_utc(due), iso_utc(missed))
-                    await self._move(raw, FireState(self.config.signature, missed))
+                    await self._move(raw, FireState(self.config.signature, missed, state.fired))
                 continue
-            if await self._fire(raw, due):
+            if await self._fire(raw, state, due):
                 fired.append(due)
 
     async def _move(self, raw: bytes | None, state: FireState) -> bool:
         return await self.ctx.bus.publish_guarded(Guard(self.state_key, self.config.name, raw, state.encode()))
 
-    async def _fire(self, raw: bytes | None, tick_ms: int) -> bool:
+    async def _fire(self, raw: bytes | None, state: FireState, tick_ms: int) -> bool:
         """Publish the tick's event and move the last fired tick to it, atomically."""
         key = f"{self.ctx.keys.prefix}:{self.config.schedule_id}:{self.config.signature}:{tick_ms}"
         event_id = str(uuid.uuid5(ID_NAMESPACE, key))
@@ -182,10 +186,11 @@ class CronSource:
         except StokerError as e:
             # the function (or alias) is gone: the tick is dropped, as the trigger soon will be
             log.warning("schedule %s: tick %s not fired: %s", self.config.schedule_id, iso_utc(tick_ms), e.message)
-            await self._move(raw, FireState(self.config.signature, tick_ms))
+            await self._move(raw, FireState(self.config.signature, tick_ms, state.fired))
             return False
         payload = orjson.dumps(scheduled_event(self.config, event_id, tick_ms))
-        guard = Guard(self.state_key, self.config.name, raw, FireState(self.config.signature, tick_ms).encode())
+        moved = FireState(self.config.signature, tick_ms, tick_ms)
+        guard = Guard(self.state_key, self.config.name, raw, moved.encode())
         published = await self.invoker.invoke_async_guarded(
             guard, resolved, payload, trigger="cron", meta={"schedule": self.config.schedule_id, "tick": tick_ms},
             invocation_id=event_id)
