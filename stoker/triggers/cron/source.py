@@ -12,9 +12,10 @@ tick fire once:
     one tick twice, and a tick is never published without its position moving (or the
     reverse). The invocation id is derived from the same key.
 
-A new leader fires every tick since the last fired one. A tick later than LATE_GRACE_MS
-(the platform was down, not merely changing leaders) was missed: `missed = "skip"` drops
-such ticks, `missed = "once"` fires one catch-up event for the latest of them.
+A new leader fires every tick since the last fired one, late. If the oldest of them is
+later than LATE_GRACE_MS (longer than any leader change takes: the platform was down),
+the ticks owed were missed: `missed = "skip"` drops them all, `missed = "once"` fires one
+catch-up event for the latest of them.
 
 Redis keys (besides the lease):
     {p}:cron:{function}   hash: schedule name -> JSON {"sig": schedule|timezone, "last": tick ms}
@@ -51,8 +52,8 @@ LEASE_TTL_S = 10.0
 RENEW_S = 3.0
 #: a runner without the lease tries to take it this often
 FOLLOWER_POLL_S = 1.0
-#: a tick up to this late still fires (a leader change after a crash takes up to the
-#: lease's time to live); an older one was missed while no scheduler ran
+#: ticks up to this late still fire (a leader change after a crash takes up to the lease's
+#: time to live); an older one means the platform was down, and the missed policy applies
 LATE_GRACE_MS = 30_000
 #: the namespace of invocation ids derived from (prefix, schedule, tick)
 ID_NAMESPACE = uuid.UUID("6f1c3a52-41d4-4f0e-9a57-5b7c1e0d2c11")
@@ -160,7 +161,9 @@ class CronSource:
             if due is None or due > now_ms:
                 return fired
             if due < now_ms - LATE_GRACE_MS:
-                missed = schedule.latest_at_or_before(now_ms - LATE_GRACE_MS) or due
+                # longer than any leader change: the platform was down, and every tick owed
+                # up to now (late ones included) falls under the missed policy
+                missed = schedule.latest_at_or_before(now_ms) or due
                 if self.config.missed == "once":
                     log.info("schedule %s: ticks from %s to %s were missed; firing one catch-up event",
                              self.config.schedule_id, iso_utc(due), iso_utc(missed))

@@ -56,8 +56,9 @@ from stoker.triggers.files.watcher import CHANGED, GONE, RESCAN, WHOLE, FileEven
 log = logging.getLogger(__name__)
 
 GROUP = "files"
-#: files evaluated (hashed, published) at once
-CONCURRENCY = 16
+#: files evaluated (hashed, published) at once; each holds a Redis connection of the
+#: process's pool (100), shared with every other trigger of the runner
+CONCURRENCY = 8
 #: a full rescan this often, whatever the watcher says
 RESCAN_S = 60.0
 #: outcomes another runner read but did not acknowledge for this long are taken over
@@ -198,11 +199,12 @@ class FilesSource:
     async def forget_gone(self, path: str) -> None:
         """A file was deleted or moved away: a new file of its name is a new file."""
         rel = self.config.relative(path)
-        if rel is None:
+        if rel is None or not self.config.wants(rel):
             return
-        raw, record = await self.records.get(rel)
-        if record is not None and record.state == DONE and stat_key(path) is None:
-            await self.records.swap(rel, raw, None)
+        async with self._semaphore:
+            raw, record = await self.records.get(rel)
+            if record is not None and record.state == DONE and stat_key(path) is None:
+                await self.records.swap(rel, raw, None)
 
     # -- firing -------------------------------------------------------------------------------
     async def evaluate(self, path: str) -> None:

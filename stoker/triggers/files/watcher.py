@@ -136,7 +136,8 @@ class FolderWatcher:
             from watchdog.observers import Observer
 
             observer = Observer()
-        observer.schedule(_Handler(loop, self.deliver), self.folder, recursive=self.recursive)  # type: ignore[arg-type]
+        handler = _Handler(loop, lambda event: self.deliver(event))
+        observer.schedule(handler, self.folder, recursive=self.recursive)  # type: ignore[arg-type]
         observer.daemon = True
         observer.start()
         self._observer = observer
