@@ -175,16 +175,21 @@ def extract_bundle(data: bytes, dest: Path) -> None:
             os.chmod(target, mode)
 
 
-def pack_directory(folder: Path) -> bytes:
-    """Zip a function folder deterministically. Links are refused: a bundle holds files only."""
+def pack_directory(folder: Path, exclude: tuple[Path, ...] = ()) -> bytes:
+    """Zip a function folder deterministically. Links are refused: a bundle holds files only.
+
+    `exclude` names sub-folders left out (data folders, such as a files trigger's inbox).
+    """
     folder = folder.resolve()
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder")
+    skipped = {p.resolve() for p in exclude}
     buf = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+            dirnames[:] = sorted(d for d in dirnames
+                                 if d not in SKIPPED_DIRS and Path(dirpath, d).resolve() not in skipped)
             for d in dirnames:
                 if os.path.islink(os.path.join(dirpath, d)):
                     raise BundleError(f"{os.path.join(dirpath, d)} is a symbolic link: bundles hold files only")

@@ -140,7 +140,9 @@ def read_deployable(path: Path) -> bytes:
             raise BundleError(
                 f"{path} has no stoker.toml: a function folder needs a manifest with a [function] table "
                 "(name = \"...\", handler = \"module.function\")")
-        return pack_directory(path)
+        from stoker.triggers.files.config import data_folders
+
+        return pack_directory(path, exclude=data_folders(path))
     if path.is_file():
         return path.read_bytes()
     raise BundleError(f"{path} does not exist: give a function folder or a .zip")

@@ -16,6 +16,9 @@ Relative paths need the folder the function was deployed from: `stoker deploy FO
 and `stoker up --deploy FOLDER` send it along (the `source_dir` of the deploy API) and
 the deploy stores absolute paths. A deploy of zip bytes without it must use absolute paths.
 
+Folders inside the function's folder that a files trigger watches or moves files to are
+left out of its bundle: they hold data, not code.
+
 Hidden and temporary files (`.*`, `*.tmp`, `*.part`, `*~`) are ignored unless a pattern
 names them (e.g. pattern = "*.part"); so are files in hidden folders.
 """
@@ -25,8 +28,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import tomllib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from stoker.errors import ConfigError
@@ -104,6 +108,28 @@ def validate(table: dict[str, Any], folder: str | None) -> dict[str, Any]:
             raise ConfigError(f"qualifier = {qualifier!r} is not valid: give a version number or an alias name")
         out["qualifier"] = qualifier
     return out
+
+
+def data_folders(function_folder: Path) -> tuple[Path, ...]:
+    """Folders inside a function's folder that its files triggers watch or move files to:
+    data, never packed into the bundle (nor changing its code hash)."""
+    try:
+        manifest = tomllib.loads((function_folder / "stoker.toml").read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ()  # the deploy reports a broken manifest itself
+    root = function_folder.resolve()
+    out = []
+    for trigger in manifest.get("triggers") or []:
+        if not isinstance(trigger, dict) or trigger.get("type") != "files":
+            continue
+        paths = [trigger.get("path")] + [trigger.get(k, "")[5:] for k in ("on_success", "on_failure")
+                                         if isinstance(trigger.get(k), str) and trigger[k].startswith("move:")]
+        for value in paths:
+            if isinstance(value, str) and value.strip():
+                target = (root / os.path.expanduser(value.strip())).resolve()
+                if root in target.parents:
+                    out.append(target)
+    return tuple(out)
 
 
 def _temporary_kind(name: str) -> str | None:

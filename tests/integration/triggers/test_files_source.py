@@ -185,7 +185,7 @@ def test_a_restart_fires_files_dropped_while_down_and_nothing_twice(trigger_env:
                 await until(lambda: _count(ctx, 20), 30, "the first files to fire")
                 first = await keys_fired(ctx)
                 # ten finish while it runs; ten are still in flight when it stops
-                for envelope, payload in (await published(ctx))[:10]:
+                for envelope, _payload in (await published(ctx))[:10]:
                     assert envelope.meta is not None
                     await ctx.redis.xadd(envelope.meta["notify"],
                                          {"o": encode_outcome(envelope, "succeeded", None, b"{}")})

@@ -57,7 +57,8 @@ def test_macros(macro: str, expression: str) -> None:
 @pytest.mark.parametrize("text,fragment", [
     ("61 * * * *", "bad minute"), ("* 24 * * *", "bad hour"), ("* * * *", "has 4 fields"),
     ("* * * * * *", "has 6 fields"), ("0 0 30 2 *", "0 0 30 2 *"), ("@reboot", "unknown macro"),
-    ("rate(0 minutes)", "at least 1"), ("rate(5 weeks)", "not a valid rate"), ("rate(five minutes)", "not a valid rate"),
+    ("rate(0 minutes)", "at least 1"), ("rate(5 weeks)", "not a valid rate"),
+    ("rate(five minutes)", "not a valid rate"),
     ("", "not valid"),
 ])
 def test_bad_schedules_are_refused_quoting_them(text: str, fragment: str) -> None:

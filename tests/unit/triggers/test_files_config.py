@@ -80,3 +80,23 @@ def test_which_paths_below_the_folder_count() -> None:
     assert deep.relative("/data/inbox/done/a.csv") is None  # where processed files go
     assert deep.wants("2024/a.csv") and not deep.wants("2023/a.csv")
     assert deep.bucket == "inbox"
+
+
+def test_data_folders_inside_the_function_folder_are_not_bundled(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from stoker.platform.registry.deploy import read_deployable
+
+    fn = tmp_path / "fn"
+    for sub in ("inbox", "done", "lib"):
+        (fn / sub).mkdir(parents=True)
+        (fn / sub / "x.csv").write_text(sub)
+    (fn / "handler.py").write_text("def handler(e, c):\n    return 1\n")
+    (fn / "stoker.toml").write_text('[function]\nname = "fn"\n[[triggers]]\ntype = "files"\npath = "inbox"\n'
+                                    f'on_success = "move:done"\non_failure = "move:{tmp_path / "failed"}"\n')
+    names = zipfile.ZipFile(io.BytesIO(read_deployable(fn))).namelist()
+    assert sorted(names) == ["handler.py", "lib/x.csv", "stoker.toml"]
+    before = read_deployable(fn)
+    (fn / "inbox" / "more.csv").write_text("new data")
+    assert read_deployable(fn) == before  # dropped files never change the code
