@@ -340,3 +340,58 @@ def test_deliver_ignores_other_folders(trigger_env: TriggerEnv) -> None:
             await ctx.close()
 
     asyncio.run(main())
+
+
+def test_recursive_folders_and_a_move_target_inside_the_watched_folder(trigger_env: TriggerEnv) -> None:
+    inbox = trigger_env.tmp / "inbox"
+    inbox, config = files_config(trigger_env, recursive=True, on_success=f"move:{inbox / 'done'}")
+    staging = trigger_env.tmp / "staging"
+
+    async def main() -> None:
+        ctx = trigger_env.context()
+        try:
+            await deploy(ctx, trigger_env.tmp / "fn")
+            async with Running(ctx, config):
+                (inbox / "sub").mkdir()
+                atomic_write(inbox / "sub", "a.csv", "a")
+                (inbox / "sub2" / "deeper").mkdir(parents=True)
+                (inbox / "sub2" / "deeper" / "b.csv").write_text("b")
+                (inbox / ".hidden").mkdir()
+                (inbox / ".hidden" / "c.csv").write_text("never")
+                (staging / "batch").mkdir(parents=True)  # a whole folder moved in at once
+                for i in range(3):
+                    (staging / "batch" / f"m{i}.csv").write_text(str(i))
+                os.rename(staging / "batch", inbox / "batch")
+                await until(lambda: _count(ctx, 5), 20, "five files in sub-folders to fire")
+                await _complete(ctx)
+                await until(lambda: _moved(inbox / "done" / "batch", 3), 15, "the batch to be moved")
+                await asyncio.sleep(1.5)  # files landing in done/ must not fire
+                assert await published(ctx) == []
+            assert (inbox / "done" / "sub" / "a.csv").read_text() == "a"
+            assert (inbox / "done" / "sub2" / "deeper" / "b.csv").exists()
+            assert (inbox / ".hidden" / "c.csv").exists()
+        finally:
+            await ctx.close()
+
+    asyncio.run(main())
+
+
+def test_polling_for_network_file_systems(trigger_env: TriggerEnv) -> None:
+    inbox, config = files_config(trigger_env, poll=True, settle=0.5)
+
+    async def main() -> None:
+        ctx = trigger_env.context()
+        try:
+            await deploy(ctx, trigger_env.tmp / "fn")
+            async with Running(ctx, config) as source:
+                assert source.watcher.mode == "PollingObserver"
+                for i in range(5):
+                    atomic_write(inbox, f"p{i}.csv", str(i))
+                (inbox / "plain.csv").write_text("written in place")
+                await until(lambda: _count(ctx, 6), 20, "polled files to fire")
+                await asyncio.sleep(1.5)
+            assert sorted(await keys_fired(ctx)) == sorted([f"p{i}.csv" for i in range(5)] + ["plain.csv"])
+        finally:
+            await ctx.close()
+
+    asyncio.run(main())
