@@ -99,7 +99,7 @@ class CronConfig:
     def from_trigger(cls, function: str, triggers: list[dict[str, Any]], index: int) -> CronConfig:
         config = triggers[index]
         position = sum(1 for t in triggers[: index + 1] if t.get("type") == "cron")
-        timezone = str(config.get("timezone", "UTC"))
+        timezone = parse_timezone(config.get("timezone", "UTC"))
         return cls(
             function=function,
             name=str(config.get("name") or f"cron-{position}"),

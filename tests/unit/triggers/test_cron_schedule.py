@@ -133,3 +133,25 @@ def test_latest_tick_is_consistent_with_next_across_the_change() -> None:
         assert schedule.latest_at_or_before(nxt) == nxt
         assert schedule.latest_at_or_before(nxt - 1) == t
         t = nxt
+
+
+def test_a_stored_schedule_that_no_longer_parses_is_reported_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from stoker.triggers.base import SOURCES, TriggerBinding
+
+    config = {"type": "cron", "schedule": "@daily", "timezone": "Gone/Zone"}
+    binding = TriggerBinding("old", 0, config, {"triggers": [config]})
+    source = SOURCES["cron"](None, binding)  # type: ignore[arg-type]  (fails before it needs the platform)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(source.run(stop))
+        await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 1)
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(run())
+    assert "cron trigger #1 of old does not fire" in caplog.text and '"Gone/Zone"' in caplog.text
