@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import RedisServer, RunningPlatform, start_platform, wait_until
 
 INGEST = '''import json
@@ -76,6 +78,13 @@ def test_dropped_files_run_once_and_move_after_their_final_outcome(platform: Run
         assert bucket == "inbox" and path == str(inbox / key)
         if key.startswith("ok"):
             assert int(size) == 4 * (int(key[2:-4]) + 1)
+
+    # the deploy API takes the folder as an absolute path only
+    from stoker.platform.registry.deploy import read_deployable
+
+    refused = httpx.post(f"{platform.url}/api/functions", params={"source_dir": "relative/dir"},
+                         content=read_deployable(folder), headers={"Authorization": f"Bearer {platform.token}"})
+    assert refused.status_code == 400 and "must be an absolute path" in refused.json()["error"]
 
     # the same code deployed from another folder watches that folder: a new version
     assert "unchanged" in platform.cli("deploy", str(folder), check=True).stdout
