@@ -68,13 +68,28 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return orjson.loads(self._request(method, path, **kwargs).content)
 
-    # -- functions ------------------------------------------------------------------------
-    def deploy(self, source: str | Path | bytes) -> dict[str, Any]:
-        """Deploy a folder, a zip file, or zip bytes. Returns the version made (or kept)."""
-        from stoker.platform.registry.deploy import read_deployable
+    # -- cron ---------------------------------------------------------------------------------
+    def schedules(self, count: int = 3) -> list[dict[str, Any]]:
+        """Every cron schedule with its next `count` fire times."""
+        result: list[dict[str, Any]] = self._json("GET", "/api/cron", params={"next": count})
+        return result
 
-        data = source if isinstance(source, bytes) else read_deployable(Path(source))
-        result: dict[str, Any] = self._json("POST", "/api/functions", content=data,
+    # -- functions ------------------------------------------------------------------------
+    def deploy(self, source: str | Path | bytes, source_dir: str | Path | None = None) -> dict[str, Any]:
+        """Deploy a folder, a zip file, or zip bytes. Returns the version made (or kept).
+
+        Relative paths in the manifest's triggers resolve against the folder deployed from
+        (for zip bytes, give it as `source_dir`).
+        """
+        from stoker.platform.registry.deploy import read_deployable, source_folder
+
+        if isinstance(source, bytes):
+            data = source
+        else:
+            data = read_deployable(Path(source))
+            source_dir = source_dir or source_folder(Path(source))
+        params = {"source_dir": str(Path(source_dir).absolute())} if source_dir else {}
+        result: dict[str, Any] = self._json("POST", "/api/functions", content=data, params=params,
                                             headers={"content-type": "application/zip"})
         return result
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "stoker.cli.functions",
     "stoker.cli.ledger",
     "stoker.cli.dlq",
+    "stoker.cli.cron",
 ]
 
 

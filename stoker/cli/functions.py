@@ -25,10 +25,11 @@ def client() -> object:
 def deploy(path: Path, fmt: str) -> None:
     """Deploy a function folder (with stoker.toml) or a zip of one."""
     from stoker.client import Client
-    from stoker.platform.registry.deploy import read_deployable
+    from stoker.platform.registry.deploy import read_deployable, source_folder
 
     data = read_deployable(path)  # checks the folder before anything is sent
-    result = Client().deploy(data)
+    # relative paths in [[triggers]] resolve against the folder deployed from
+    result = Client().deploy(data, source_dir=source_folder(path))
     if fmt == "json":
         print_json(result)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -47,6 +48,7 @@ class Bus:
         self.drain = redis.register_script(_script("drain"))
         self.settle = redis.register_script(_script("settle"))
         self.redrive = redis.register_script(_script("redrive"))
+        self.guarded_publish = redis.register_script(_script("guarded_publish"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> Bus:
@@ -78,6 +80,22 @@ class Bus:
                 pipe.xadd(self.keys.ledger, {"r": record})
         await pipe.execute()
 
+    async def publish_guarded(self, guard: Guard, envelope: Envelope | None = None,
+                              ledger_record: bytes | None = None) -> bool:
+        """Compare-and-set `guard` and publish an async envelope in one atomic step.
+
+        Without an envelope only the compare-and-set happens. False (and nothing written)
+        when the field no longer holds `guard.expected`.
+        """
+        args: list[bytes | str] = [guard.field, guard.expected or b"", guard.new or b"", ledger_record or b""]
+        if envelope is not None:
+            if envelope.is_sync:
+                raise ValueError("publish_guarded takes async envelopes only")
+            for name, value in envelope.stream_fields().items():
+                args += [name, value]
+        done = await self.guarded_publish(keys=[guard.key, self.keys.intake_async, self.keys.ledger], args=args)
+        return bool(done)
+
     async def record(self, *records: bytes) -> None:
         """Put ledger records on the ledger stream (for events that never reach a node)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -90,6 +108,18 @@ class Bus:
         pipe.rpush(reply_to, reply)
         pipe.pexpire(reply_to, 120_000)
         await pipe.execute()
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A compare-and-set on one hash field, for `Bus.publish_guarded`."""
+
+    key: str
+    field: str
+    #: what the caller read; None: the field must be absent
+    expected: bytes | None
+    #: what to write; None: delete the field
+    new: bytes | None
 
 
 def fields_of(entry: Any) -> dict[str, bytes]:

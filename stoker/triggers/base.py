@@ -31,7 +31,7 @@ class TriggerBinding:
     function: str
     index: int
     config: dict[str, Any]
-    #: the function's folder when deployed from a local path, for relative paths
+    #: the function version's spec (JSON); relative trigger paths are already absolute in it
     spec: dict[str, Any]
 
     @property

@@ -32,6 +32,7 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.logs",
     "stoker.platform.gateway.routes.bundles",
     "stoker.platform.gateway.routes.deadletters",
+    "stoker.platform.gateway.routes.cron",
 ]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from stoker.errors import PlatformUnavailable, StokerError, Throttled
+from stoker.platform.bus import Guard
 from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import Envelope, check_payload_size, new_invocation_id
 from stoker.platform.ledger import records as R
@@ -131,22 +132,39 @@ class Invoker:
         return Reply(id=envelope.id, ok=kind == "ok", body=body,
                      version=str(reply_meta.get("version", resolved.version)), meta=reply_meta)
 
-    async def invoke_async(self, resolved: Resolved, payload: bytes, trigger: str = "api",
-                           meta: dict[str, Any] | None = None, invocation_id: str | None = None) -> str:
-        """An async event: accepted into intake, recorded as queued; returns its invocation id."""
+    def async_envelope(self, resolved: Resolved, payload: bytes, trigger: str = "api",
+                       meta: dict[str, Any] | None = None, invocation_id: str | None = None) -> Envelope:
+        """The envelope of an async event (checked for size), not yet published."""
         check_payload_size(payload, "async")
         now = time.time()
         max_age = float(resolved.spec.get("max_event_age", 6 * 3600))
-        envelope = Envelope(
+        return Envelope(
             id=invocation_id or new_invocation_id(), function=resolved.function, version=resolved.version,
             payload=payload, invocation_type="async", qualifier=resolved.qualifier, enqueued_at=now,
             deadline=now + max_age, trigger=trigger, meta=meta,
         )
+
+    async def invoke_async(self, resolved: Resolved, payload: bytes, trigger: str = "api",
+                           meta: dict[str, Any] | None = None, invocation_id: str | None = None) -> str:
+        """An async event: accepted into intake, recorded as queued; returns its invocation id."""
+        envelope = self.async_envelope(resolved, payload, trigger, meta, invocation_id)
         try:
             await self.ctx.bus.publish(envelope, queued_record(envelope))
         except (RedisError, OSError) as e:
             raise PlatformUnavailable(f"the bus (Redis) is not reachable: {e}") from None
         return envelope.id
+
+    async def invoke_async_guarded(self, guard: Guard, resolved: Resolved, payload: bytes, trigger: str = "api",
+                                   meta: dict[str, Any] | None = None,
+                                   invocation_id: str | None = None) -> str | None:
+        """An async event published only if `guard` (a trigger's durable position) still holds
+        what the trigger read, moving it in the same atomic step. None when it did not."""
+        envelope = self.async_envelope(resolved, payload, trigger, meta, invocation_id)
+        try:
+            done = await self.ctx.bus.publish_guarded(guard, envelope, queued_record(envelope))
+        except (RedisError, OSError) as e:
+            raise PlatformUnavailable(f"the bus (Redis) is not reachable: {e}") from None
+        return envelope.id if done else None
 
 
 def queued_record(envelope: Envelope) -> bytes:

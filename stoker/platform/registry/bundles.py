@@ -179,16 +179,22 @@ def _is_npm_command_shim(path: Path) -> bool:
     return path.parent.name == ".bin" and path.parent.parent.name == "node_modules"
 
 
-def pack_directory(folder: Path) -> bytes:
-    """Zip a function folder deterministically. Links are refused: a bundle holds files only."""
+def pack_directory(folder: Path, exclude: tuple[Path, ...] = ()) -> bytes:
+    """Zip a function folder deterministically. Links are refused: a bundle holds files only
+    (except npm's command shims in node_modules/.bin, which are skipped).
+
+    `exclude` names sub-folders left out (data folders, such as a files trigger's inbox).
+    """
     folder = folder.resolve()
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder")
+    skipped = {p.resolve() for p in exclude}
     buf = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
+            dirnames[:] = sorted(d for d in dirnames
+                                 if d not in SKIPPED_DIRS and Path(dirpath, d).resolve() not in skipped)
             for d in dirnames:
                 if os.path.islink(os.path.join(dirpath, d)):
                     raise BundleError(f"{os.path.join(dirpath, d)} is a symbolic link: bundles hold files only")

@@ -100,9 +100,12 @@ def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
         return pack_directory(folder) if changed else data
 
 
-async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | None = None) -> DeployResult:
+async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | None = None,
+                        source_dir: str | None = None) -> DeployResult:
+    """Deploy a bundle. `source_dir` is the absolute folder it was deployed from (the function's
+    folder, or the folder holding the zip): relative paths in its triggers resolve against it."""
     info = await asyncio.to_thread(inspect_bundle, data)
-    spec = parse_manifest(info.manifest_text)
+    spec = parse_manifest(info.manifest_text, source_dir)
     check_handler_present(spec, info.files)
     registry = ctx.require_registry()
     assert ctx.bundles is not None
@@ -122,7 +125,13 @@ async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | No
 async def deploy_path(ctx: PlatformContext, path: Path, deployed_by: str | None = None) -> DeployResult:
     """Deploy a folder (with stoker.toml) or a zip file from the local disk."""
     data = await asyncio.to_thread(read_deployable, path)
-    return await deploy_bundle(ctx, data, deployed_by)
+    return await deploy_bundle(ctx, data, deployed_by, source_dir=source_folder(path))
+
+
+def source_folder(path: Path) -> str:
+    """The folder relative trigger paths resolve against: the function folder, or the zip's folder."""
+    resolved = path.resolve()
+    return str(resolved if resolved.is_dir() else resolved.parent)
 
 
 def read_deployable(path: Path) -> bytes:
@@ -132,7 +141,9 @@ def read_deployable(path: Path) -> bytes:
             raise BundleError(
                 f"{path} has no stoker.toml: a function folder needs a manifest with a [function] table "
                 "(name = \"...\", handler = \"module.function\")")
-        return pack_directory(path)
+        from stoker.triggers.files.config import data_folders
+
+        return pack_directory(path, exclude=data_folders(path))
     if path.is_file():
         return path.read_bytes()
     raise BundleError(f"{path} does not exist: give a function folder or a .zip")

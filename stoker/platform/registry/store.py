@@ -69,6 +69,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _same_spec(stored: dict[str, Any], spec: FunctionSpec) -> bool:
+    import orjson
+
+    return bool(orjson.dumps(stored, option=orjson.OPT_SORT_KEYS)
+                == orjson.dumps(spec.to_json(), option=orjson.OPT_SORT_KEYS))
+
+
 def _version_info(row: Version) -> VersionInfo:
     return VersionInfo(function=row.function, version=row.version, code_hash=row.code_hash,
                        spec=FunctionSpec.from_json(row.spec), deployed_at=row.deployed_at,
@@ -106,7 +113,9 @@ class RegistryStore:
             now = _now()
             if fn is not None:
                 latest = session.get(Version, (spec.name, fn.latest_version))
-                if latest is not None and latest.code_hash == code_hash:
+                # the spec can differ for the same code: relative trigger paths resolve
+                # against the folder deployed from
+                if latest is not None and latest.code_hash == code_hash and _same_spec(latest.spec, spec):
                     return fn.latest_version, False
                 number = fn.latest_version + 1
                 fn.latest_version = number

@@ -1,6 +1,7 @@
 """Functions: deploy, list, show, and invoke through the management API.
 
     POST /api/functions                   body: a zip bundle -> the version made (or kept)
+         ?source_dir=/abs/folder           the folder it came from: relative trigger paths resolve there
     GET  /api/functions                   every function with its newest version
     GET  /api/functions/{name}            one function, its versions and aliases
     POST /api/functions/{name}/invoke     body: the JSON event
@@ -12,11 +13,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from stoker.errors import InvalidInput
 from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
 from stoker.platform.gateway.httputil import check_json, json_response, raw_json_response, read_body
 from stoker.platform.gateway.state import authorize
@@ -46,8 +49,11 @@ def function_json(state: FunctionState) -> dict[str, object]:
 
 async def deploy(request: Request) -> Response:
     g, principal = await authorize(request, "deploy")
+    source_dir = request.query_params.get("source_dir") or None
+    if source_dir is not None and not os.path.isabs(source_dir):
+        raise InvalidInput(f"source_dir={source_dir!r} must be an absolute path (the folder deployed from)")
     data = await read_body(request, MAX_ZIP, "bundle")
-    result = await deploy_bundle(g.ctx, data, deployed_by=principal.name)
+    result = await deploy_bundle(g.ctx, data, deployed_by=principal.name, source_dir=source_dir)
     body = {**result.to_json(), "message": result.describe()}
     return json_response(body, status=201 if result.created else 200)
 
