@@ -31,6 +31,7 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.invocations",
     "stoker.platform.gateway.routes.logs",
     "stoker.platform.gateway.routes.bundles",
+    "stoker.platform.gateway.routes.queues",
 ]
 
 
