@@ -3,3 +3,6 @@
 Importing this package registers every trigger type's manifest validator with
 stoker.platform.manifest, so that `[[triggers]]` entries are checked at deploy.
 """
+
+from stoker.triggers import bridges as _bridges  # noqa: F401
+from stoker.triggers import queue as _queue  # noqa: F401
