@@ -19,6 +19,8 @@ from stoker.settings import Settings, discover_endpoint
 
 CONCURRENCY = click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
                            help="tasks run at once")
+DEAD_AFTER = click.option("--dead-after", type=click.FloatRange(1, 3600), default=30, show_default=True,
+                          help="seconds without a heartbeat after which another bridge runs a bridge's tasks again")
 
 
 def _platform_redis(settings: Settings) -> str:
@@ -79,8 +81,10 @@ def bridge() -> None:
 @click.option("--backend", default=None,
               help="the Redis result backend URL (default: the broker); 'none' stores no results")
 @CONCURRENCY
+@DEAD_AFTER
 @handles_errors
-def celery(broker: str, queue: str, routes: tuple[str, ...], backend: str | None, concurrency: int) -> None:
+def celery(broker: str, queue: str, routes: tuple[str, ...], backend: str | None, concurrency: int,
+           dead_after: float) -> None:
     """Consume Celery tasks from a Redis broker and store their results for AsyncResult.get()."""
     from stoker.triggers.bridges import run_celery
     from stoker.triggers.bridges.base import StaticRoutes, redis_url
@@ -94,7 +98,7 @@ def celery(broker: str, queue: str, routes: tuple[str, ...], backend: str | None
     platform = _platform_redis(settings)
     asyncio.run(_check_routes(settings, platform, table))
     _run("celery", platform, settings,
-         lambda ctx, stop: run_celery(ctx, broker, queue, table, backend, concurrency, stop))
+         lambda ctx, stop: run_celery(ctx, broker, queue, table, backend, concurrency, stop, dead_after))
 
 
 @bridge.command()
@@ -103,8 +107,9 @@ def celery(broker: str, queue: str, routes: tuple[str, ...], backend: str | None
 @click.option("--route", "routes", multiple=True, required=True, metavar="FUNC_NAME=FUNCTION",
               help="run jobs calling FUNC_NAME (e.g. tasks.add) with stoker function FUNCTION (repeatable)")
 @CONCURRENCY
+@DEAD_AFTER
 @handles_errors
-def rq(url: str, queue: str, routes: tuple[str, ...], concurrency: int) -> None:
+def rq(url: str, queue: str, routes: tuple[str, ...], concurrency: int, dead_after: float) -> None:
     """Run RQ jobs (enqueued with JSONSerializer) and record them in RQ's registries."""
     from stoker.triggers.bridges import rq_installed, run_rq
     from stoker.triggers.bridges.base import StaticRoutes, redis_url
@@ -116,4 +121,4 @@ def rq(url: str, queue: str, routes: tuple[str, ...], concurrency: int) -> None:
     redis_url(url)
     platform = _platform_redis(settings)
     asyncio.run(_check_routes(settings, platform, table))
-    _run("rq", platform, settings, lambda ctx, stop: run_rq(ctx, url, queue, table, concurrency, stop))
+    _run("rq", platform, settings, lambda ctx, stop: run_rq(ctx, url, queue, table, concurrency, stop, dead_after))

@@ -32,7 +32,7 @@ from stoker.platform.context import PlatformContext
 from stoker.platform.manifest import register_trigger_type
 from stoker.triggers.base import TriggerBinding, register_source
 from stoker.triggers.bridges.base import Bridge, ManifestRoutes, Routes, instance_name, redis_url
-from stoker.triggers.bridges.lists import ListConsumer
+from stoker.triggers.bridges.lists import DEAD_AFTER_S, ListConsumer
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ DEFAULT_CONCURRENCY = 4
 
 
 async def run_celery(ctx: PlatformContext, broker: str, queue: str, routes: Routes, backend: str | None,
-                     concurrency: int, stop: asyncio.Event) -> None:
+                     concurrency: int, stop: asyncio.Event, dead_after: float = DEAD_AFTER_S) -> None:
     from stoker.triggers.bridges.celery import CeleryHandler, queue_lists
 
     redis = connect(redis_url(broker))
     try:
         consumer = ListConsumer(redis, ctx.keys.custom("bridge", "celery", queue), queue_lists(queue),
-                                instance_name("celery"), pop_side="RIGHT")
+                                instance_name("celery"), pop_side="RIGHT", dead_after_s=dead_after)
         handler = CeleryHandler(queue, routes, redis_url(backend) if backend else None)
         await Bridge(ctx, consumer, handler, concurrency).run(stop)
     finally:
@@ -55,14 +55,14 @@ async def run_celery(ctx: PlatformContext, broker: str, queue: str, routes: Rout
 
 
 async def run_rq(ctx: PlatformContext, url: str, queue: str, routes: Routes, concurrency: int,
-                 stop: asyncio.Event) -> None:
+                 stop: asyncio.Event, dead_after: float = DEAD_AFTER_S) -> None:
     from stoker.triggers.bridges.rq import QUEUE_KEY_PREFIX, RQHandler
 
     redis = connect(redis_url(url))
     try:
         instance = instance_name("rq")
         consumer = ListConsumer(redis, ctx.keys.custom("bridge", "rq", queue), [QUEUE_KEY_PREFIX + queue], instance,
-                                pop_side="LEFT")
+                                pop_side="LEFT", dead_after_s=dead_after)
         handler = RQHandler(redis_url(url), queue, routes, instance)
         handler.consumer = consumer
         await Bridge(ctx, consumer, handler, concurrency).run(stop)

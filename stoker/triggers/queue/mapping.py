@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from stoker.errors import ConfigError, StokerError, Throttled
 from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
-from stoker.platform.gateway.invoker import SYNC_GRACE_S, Invoker
+from stoker.platform.gateway.invoker import Invoker
 from stoker.triggers.base import TriggerBinding
 from stoker.triggers.invoking import shared_invoker
 from stoker.triggers.queue.messages import Received, check_queue_name, dlq_name
@@ -56,6 +56,9 @@ DEFAULT_MAX_CONCURRENCY = 10
 POLL_S = 1.0
 #: room left in the payload for the envelope around the records
 PAYLOAD_MARGIN = 64 * 1024
+#: a batch's lease (one of max_concurrency) lasts this long unless renewed, so that the
+#: leases of a runner that died free up soon
+LEASE_MS = 15_000
 
 
 def _number(table: dict[str, Any], key: str, lo: float, hi: float, integer: bool) -> float | int | None:
@@ -113,8 +116,6 @@ class MappingSettings:
     report_failures: bool
     qualifier: str | None
     enabled: bool
-    #: how long a batch may be in flight at most (the function's timeout plus the sync grace)
-    lease_ms: int
 
     @classmethod
     def of(cls, binding: TriggerBinding) -> MappingSettings:
@@ -127,8 +128,7 @@ class MappingSettings:
                    batch_window=float(c.get("batch_window", 0.0)), max_receive=int(c.get("max_receive", 5)),
                    visibility_ms=int(1000 * float(c.get("visibility_timeout") or 6 * timeout)),
                    max_concurrency=concurrency, report_failures=bool(c.get("report_batch_item_failures")),
-                   qualifier=binding.qualifier, enabled=bool(c.get("enabled", True)),
-                   lease_ms=int(1000 * (timeout + SYNC_GRACE_S + 10)))
+                   qualifier=binding.qualifier, enabled=bool(c.get("enabled", True)))
 
 
 class QueueSource:
@@ -169,7 +169,7 @@ class QueueSource:
                 await _wait(stop, POLL_S, in_flight)
                 continue
             token = secrets.token_hex(8)
-            if not await self.store.take_lease(self.lease_key, s.max_concurrency, token, s.lease_ms):
+            if not await self.store.take_lease(self.lease_key, s.max_concurrency, token, LEASE_MS):
                 await _wait(stop, 0.2, in_flight)
                 continue
             try:
@@ -190,6 +190,8 @@ class QueueSource:
         batch: list[Received] = []
         first_at: float | None = None
         while len(batch) < s.batch_size:
+            if batch:  # what was received stays invisible while the batch fills (the window may pass it)
+                await self.store.hold(s.queue, self.consumer, [r.entry_id for r in batch], 0)
             result = await self.store.receive(s.queue, self.consumer, s.batch_size - len(batch), s.visibility_ms,
                                               s.max_receive)
             if result.dead_lettered:
@@ -208,7 +210,7 @@ class QueueSource:
                     await self.store.hold(s.queue, self.consumer, [r.entry_id for r in batch], s.visibility_ms,
                                           uncount=True)
                 return []
-            wait_s = min(POLL_S, s.batch_window - waited) if batch else POLL_S
+            wait_s = min(POLL_S, s.batch_window - waited, s.visibility_ms / 2000) if batch else POLL_S
             if result.next_due_ms is not None:
                 wait_s = min(wait_s, max(0.01, result.next_due_ms / 1000 - time.time()))
             await self.store.wait_for_new(s.queue, result.last_delivered_id, int(wait_s * 1000))
@@ -225,7 +227,7 @@ class QueueSource:
 
     async def _process(self, invoker: Invoker, batch: list[Received], token: str) -> None:
         s = self.settings
-        keeper = asyncio.create_task(self._keep_invisible([r.entry_id for r in batch]))
+        keeper = asyncio.create_task(self._keep_invisible([r.entry_id for r in batch], token))
         try:
             batch, overflow = self._fit(batch)
             if overflow:
@@ -279,14 +281,15 @@ class QueueSource:
         if retry:  # visible again one visibility timeout from now
             await self.store.hold(s.queue, self.consumer, retry, 0)
 
-    async def _keep_invisible(self, entry_ids: list[str]) -> None:
-        """While the call runs, its messages stay invisible (a dead runner stops doing this)."""
+    async def _keep_invisible(self, entry_ids: list[str], token: str) -> None:
+        """While the call runs, its messages stay invisible and its lease held (a dead runner stops this)."""
         s = self.settings
-        period = max(0.05, s.visibility_ms / 3000)
+        period = max(0.05, min(s.visibility_ms, LEASE_MS) / 3000)
         while True:
             await asyncio.sleep(period)
             with contextlib.suppress(RedisError, OSError):
                 await self.store.hold(s.queue, self.consumer, entry_ids, 0)
+                await self.store.renew_lease(self.lease_key, token, LEASE_MS)
 
     async def _finish(self, in_flight: set[asyncio.Task[None]]) -> None:
         """Let batches in flight finish briefly; the rest become visible after the visibility timeout."""

@@ -153,13 +153,13 @@ class QueueStore:
 
     # -- consumers ------------------------------------------------------------------------
     async def ensure(self, queue: str) -> None:
-        """Make the queue known (and its consumer group) before anything is sent to it."""
+        """Make a consumed queue known (its consumer group too) with its dead-letter queue."""
         try:
             await self.redis.xgroup_create(self.stream(queue), GROUP, id="0", mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
-        await self.redis.sadd(self.names_key, queue)
+        await self.redis.sadd(self.names_key, queue, dlq_name(queue))
 
     async def receive(self, queue: str, consumer: str, count: int, visibility_ms: int,
                       max_receive: int) -> ReceiveResult:
@@ -204,6 +204,13 @@ class QueueStore:
     async def take_lease(self, key: str, limit: int, token: str, lease_ms: int) -> bool:
         now = now_ms()
         return bool(await self._lease(keys=[key], args=[now, limit, token, now + lease_ms]))
+
+    async def renew_lease(self, key: str, token: str, lease_ms: int) -> None:
+        expiry = now_ms() + lease_ms
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, {token: expiry}, xx=True)
+        pipe.pexpire(key, lease_ms)
+        await pipe.execute()
 
     async def drop_lease(self, key: str, token: str) -> None:
         await self.redis.zrem(key, token)
