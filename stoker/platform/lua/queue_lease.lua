@@ -7,7 +7,8 @@
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.max(1000, tonumber(ARGV[4]) - tonumber(ARGV[1])))
+  -- the key itself outlives any lease (it is only cleanup for mappings that are gone)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) - tonumber(ARGV[1]) + 60000)
   return 1
 end
 return 0

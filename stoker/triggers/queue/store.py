@@ -209,7 +209,7 @@ class QueueStore:
         expiry = now_ms() + lease_ms
         pipe = self.redis.pipeline(transaction=True)
         pipe.zadd(key, {token: expiry}, xx=True)
-        pipe.pexpire(key, lease_ms)
+        pipe.pexpire(key, lease_ms + 60_000)
         await pipe.execute()
 
     async def drop_lease(self, key: str, token: str) -> None:
