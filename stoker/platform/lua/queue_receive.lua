@@ -9,6 +9,8 @@
 -- ARGV[3]  at most this many        ARGV[4]  visibility timeout (ms)
 -- ARGV[5]  max receives             ARGV[6]  now (ms)
 -- ARGV[7]  the queue's name         ARGV[8]  its dead-letter queue's name
+-- ARGV[9]  byte budget: stop receiving once the messages received add up to this many
+--          bytes (a batch must fit one invocation; the last chunk may pass it a little)
 --
 -- In one step: delayed messages that are due join the stream; messages in flight for
 -- longer than the visibility timeout are received again (their delivery count is the
@@ -22,6 +24,14 @@
 local stream, delayed, received, dlq, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local want, vis, max_receive, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local budget, used = tonumber(ARGV[9]), 0
+local RECORD_OVERHEAD = 512 -- the record's other fields, roughly
+
+local function size_of(fields)
+  local n = RECORD_OVERHEAD
+  for i = 2, #fields, 2 do n = n + #fields[i] end
+  return n
+end
 
 redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM') -- BUSYGROUP when it exists
 
@@ -57,20 +67,26 @@ for _, p in ipairs(expired) do
     redis.call('HDEL', received, id)
     redis.call('SADD', queues, ARGV[8])
     moved = moved + 1
-  else
+  elseif used < budget then
     local claimed = redis.call('XCLAIM', stream, group, consumer, vis, id)
     if #claimed > 0 and claimed[1] then
       out[#out + 1] = {id, deliveries + 1, 0, claimed[1][2]}
+      used = used + size_of(claimed[1][2])
     end
   end
 end
 
-if #out < want then
-  local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want - #out, 'STREAMS', stream, '>')
-  if fresh and fresh[1] then
-    for _, e in ipairs(fresh[1][2]) do
-      out[#out + 1] = {e[1], 1, 0, e[2]}
-    end
+-- new messages, in chunks sized by what the budget still holds
+while #out < want and used < budget do
+  local chunk = 1 -- a first look at how big messages are
+  if #out > 0 then
+    chunk = math.max(1, math.min(want - #out, math.floor((budget - used) / math.max(1, used / #out))))
+  end
+  local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', chunk, 'STREAMS', stream, '>')
+  if not fresh or not fresh[1] or #fresh[1][2] == 0 then break end
+  for _, e in ipairs(fresh[1][2]) do
+    out[#out + 1] = {e[1], 1, 0, e[2]}
+    used = used + size_of(e[2])
   end
 end
 

@@ -39,8 +39,9 @@ from stoker.triggers.invoking import shared_invoker
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
-#: how long running tasks may finish at a stop before they are handed back
-STOP_GRACE_S = 5.0
+#: how long running tasks may finish at a stop before they are handed back (the trigger
+#: runner gives its sources 5 s, `stoker up` its roles 7 s)
+STOP_GRACE_S = 3.0
 
 
 def redis_url(url: str) -> str:
@@ -242,6 +243,10 @@ class Bridge:
     async def _take(self, stop: asyncio.Event, call: Caller, tasks: set[asyncio.Task[None]]) -> None:
         slots = asyncio.Semaphore(self.concurrency)
         while not stop.is_set():
+            if slots.locked():  # every slot busy: wait for one, but notice a stop
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+                continue
             await slots.acquire()
             try:
                 item = await self.consumer.take(1.0)

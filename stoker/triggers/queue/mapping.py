@@ -59,6 +59,8 @@ PAYLOAD_MARGIN = 64 * 1024
 #: a batch's lease (one of max_concurrency) lasts this long unless renewed, so that the
 #: leases of a runner that died free up soon
 LEASE_MS = 15_000
+#: how long batches in flight may finish at a stop (the trigger runner gives a source 5 s)
+STOP_GRACE_S = 3.0
 
 
 def _number(table: dict[str, Any], key: str, lo: float, hi: float, integer: bool) -> float | int | None:
@@ -189,18 +191,20 @@ class QueueSource:
         s = self.settings
         batch: list[Received] = []
         first_at: float | None = None
-        while len(batch) < s.batch_size:
+        budget = SYNC_PAYLOAD_LIMIT - PAYLOAD_MARGIN
+        while len(batch) < s.batch_size and budget > 0:
             if batch:  # what was received stays invisible while the batch fills (the window may pass it)
                 await self.store.hold(s.queue, self.consumer, [r.entry_id for r in batch], 0)
             result = await self.store.receive(s.queue, self.consumer, s.batch_size - len(batch), s.visibility_ms,
-                                              s.max_receive)
+                                              s.max_receive, budget)
+            budget -= sum(_size(r) for r in result.messages)
             if result.dead_lettered:
                 log.warning("queue %s: %d message(s) received %d times moved to %s", s.queue, result.dead_lettered,
                             s.max_receive, dlq_name(s.queue))
             batch.extend(result.messages)
             if batch and first_at is None:
                 first_at = time.monotonic()
-            if len(batch) >= s.batch_size:
+            if len(batch) >= s.batch_size or budget <= 0:
                 break
             waited = time.monotonic() - first_at if first_at is not None else 0.0
             if batch and waited >= s.batch_window:
@@ -294,7 +298,7 @@ class QueueSource:
     async def _finish(self, in_flight: set[asyncio.Task[None]]) -> None:
         """Let batches in flight finish briefly; the rest become visible after the visibility timeout."""
         if in_flight:
-            await asyncio.wait(list(in_flight), timeout=5)
+            await asyncio.wait(list(in_flight), timeout=STOP_GRACE_S)
         for task in list(in_flight):
             task.cancel()
         if in_flight:
@@ -308,6 +312,12 @@ async def _wait(stop: asyncio.Event, seconds: float, tasks: set[asyncio.Task[Non
         await asyncio.wait([waiter, *(tasks or ())], timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
+
+
+def _size(received: Received) -> int:
+    """About what a message adds to the payload (as queue_receive.lua counts it)."""
+    m = received.message
+    return 512 + len(m.id) + len(m.body) + sum(len(n) + len(a["stringValue"]) for n, a in m.attributes.items())
 
 
 def _error_type(body: bytes) -> str:

@@ -161,12 +161,13 @@ class QueueStore:
                 raise
         await self.redis.sadd(self.names_key, queue, dlq_name(queue))
 
-    async def receive(self, queue: str, consumer: str, count: int, visibility_ms: int,
-                      max_receive: int) -> ReceiveResult:
+    async def receive(self, queue: str, consumer: str, count: int, visibility_ms: int, max_receive: int,
+                      budget_bytes: int = 2**50) -> ReceiveResult:
+        """Up to `count` messages, stopping early once they add up to about `budget_bytes`."""
         dlq = dlq_name(queue)
         raw: Any = await self._receive(
             keys=[self.stream(queue), self.delayed(queue), self.received(queue), self.stream(dlq), self.names_key],
-            args=[GROUP, consumer, count, visibility_ms, max_receive, now_ms(), queue, dlq])
+            args=[GROUP, consumer, count, visibility_ms, max_receive, now_ms(), queue, dlq, budget_bytes])
         moved, last, next_due = int(raw[0]), _text(raw[1]), _text(raw[2])
         messages = []
         for entry_id, receive_count, first, flat in raw[3:]:

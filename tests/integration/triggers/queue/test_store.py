@@ -102,6 +102,19 @@ def test_max_receive_moves_to_the_dead_letter_queue_and_redrive_brings_it_back(
     run(scenario)
 
 
+def test_a_receive_stops_at_its_byte_budget(run: Callable[[Scenario], None]) -> None:
+    async def scenario(store: QueueStore) -> None:
+        big = b'"' + b"x" * 100_000 + b'"'
+        await store.send("q", [big] * 5)
+        await store.send("q", [b"1"] * 50)
+        first = await store.receive("q", "a", 100, 60_000, 5, budget_bytes=250_000)
+        assert len(first.messages) < 5  # not all five 100 KB messages: the first chunk is small
+        rest = await store.receive("q", "a", 100, 60_000, 5)
+        assert len(first.messages) + len(rest.messages) == 55
+
+    run(scenario)
+
+
 def test_redrive_leaves_messages_in_flight_and_needs_a_destination(run: Callable[[Scenario], None]) -> None:
     async def scenario(store: QueueStore) -> None:
         await store.send("q", [b"1", b"2"])
