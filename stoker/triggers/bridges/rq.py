@@ -149,7 +149,8 @@ class RQHandler:
             alive = {bytes(m).decode() for m in members}
             await asyncio.to_thread(self._forget_dead_executions, job, alive)
         execution = await asyncio.to_thread(self._start, job)
-        keeper = asyncio.create_task(self._keep_alive(job, execution))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_alive(job, execution, done))
         try:
             payload = orjson.dumps({"func": job.func_name, "id": job.id, "args": list(job.args),
                                     "kwargs": dict(job.kwargs)})
@@ -159,7 +160,7 @@ class RQHandler:
                 await asyncio.to_thread(self._fail, job, execution, f"{f.error_type}: {f.message}\n")
                 return Done()
         finally:
-            keeper.cancel()
+            done.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keeper
         if reply.ok:
@@ -170,9 +171,12 @@ class RQHandler:
             await asyncio.to_thread(self._fail, job, execution, traceback)
         return Done()
 
-    async def _keep_alive(self, job: Any, execution: Any) -> None:
-        while True:
-            await asyncio.sleep(JOB_HEARTBEAT_S)
+    async def _keep_alive(self, job: Any, execution: Any, done: asyncio.Event) -> None:
+        """RQ's heartbeats for a running job, so RQ does not take it for abandoned."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), JOB_HEARTBEAT_S)
+                return
             try:
                 await asyncio.to_thread(self.worker.maintain_heartbeats, job, execution)
             except Exception as e:

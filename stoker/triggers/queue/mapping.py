@@ -231,7 +231,8 @@ class QueueSource:
 
     async def _process(self, invoker: Invoker, batch: list[Received], token: str) -> None:
         s = self.settings
-        keeper = asyncio.create_task(self._keep_invisible([r.entry_id for r in batch], token))
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_invisible([r.entry_id for r in batch], token, done))
         try:
             batch, overflow = self._fit(batch)
             if overflow:
@@ -242,7 +243,7 @@ class QueueSource:
             log.exception("queue %s: handling a batch for %s failed; its messages will be received again",
                           s.queue, self.function)
         finally:
-            keeper.cancel()
+            done.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await keeper
             with contextlib.suppress(RedisError, OSError):
@@ -285,12 +286,14 @@ class QueueSource:
         if retry:  # visible again one visibility timeout from now
             await self.store.hold(s.queue, self.consumer, retry, 0)
 
-    async def _keep_invisible(self, entry_ids: list[str], token: str) -> None:
+    async def _keep_invisible(self, entry_ids: list[str], token: str, done: asyncio.Event) -> None:
         """While the call runs, its messages stay invisible and its lease held (a dead runner stops this)."""
         s = self.settings
         period = max(0.05, min(s.visibility_ms, LEASE_MS) / 3000)
-        while True:
-            await asyncio.sleep(period)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), period)
+                return
             with contextlib.suppress(RedisError, OSError):
                 await self.store.hold(s.queue, self.consumer, entry_ids, 0)
                 await self.store.renew_lease(self.lease_key, token, LEASE_MS)
