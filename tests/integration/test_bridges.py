@@ -3,6 +3,7 @@ get their results from stoker functions; pickles are refused unread; a killed br
 
 from __future__ import annotations
 
+import datetime
 import json
 import pathlib
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-from celery.exceptions import NotRegistered
+from celery.exceptions import NotRegistered, TaskRevokedError
 from kombu.exceptions import ContentDisallowed
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -131,6 +132,11 @@ def test_celery_producer_gets_results_errors_and_rejections(bridged: RunningPlat
 
     r = app.send_task("tasks.add", args=[1, 1], queue=queue, countdown=1)
     assert r.get(timeout=60) == 2
+    r = app.send_task("tasks.add", args=[1, 1], queue=queue,
+                      expires=datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5))
+    with pytest.raises(TaskRevokedError, match="expired"):
+        r.get(timeout=60)
+    assert ran(bridged, r.id) == 0
     assert bridge.poll() is None
 
 
