@@ -220,22 +220,13 @@ class QueueSource:
             await self.store.wait_for_new(s.queue, result.last_delivered_id, int(wait_s * 1000))
         return batch
 
-    def _fit(self, batch: list[Received]) -> tuple[list[Received], list[Received]]:
-        """The records that fit in one sync payload, and the rest."""
-        size, limit = 0, SYNC_PAYLOAD_LIMIT - PAYLOAD_MARGIN
-        for i, r in enumerate(batch):
-            size += len(orjson.dumps(record(r))) + 1
-            if size > limit and i > 0:
-                return batch[:i], batch[i:]
-        return batch, []
-
     async def _process(self, invoker: Invoker, batch: list[Received], token: str) -> None:
         s = self.settings
         done = asyncio.Event()
+        batch, overflow = split_to_fit(batch)
         keeper = asyncio.create_task(self._keep_invisible([r.entry_id for r in batch], token, done))
         try:
-            batch, overflow = self._fit(batch)
-            if overflow:
+            if overflow:  # for the next batch, without spending a receive
                 await self.store.hold(s.queue, self.consumer, [r.entry_id for r in overflow], s.visibility_ms,
                                       uncount=True)
             await self._invoke(invoker, batch)
@@ -306,6 +297,16 @@ class QueueSource:
             task.cancel()
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+def split_to_fit(batch: list[Received]) -> tuple[list[Received], list[Received]]:
+    """The records that fit in one sync payload (at least one), and the rest."""
+    size, limit = 0, SYNC_PAYLOAD_LIMIT - PAYLOAD_MARGIN
+    for i, r in enumerate(batch):
+        size += len(orjson.dumps(record(r))) + 1
+        if size > limit and i > 0:
+            return batch[:i], batch[i:]
+    return batch, []
 
 
 async def _wait(stop: asyncio.Event, seconds: float, tasks: set[asyncio.Task[None]] | None = None) -> None:

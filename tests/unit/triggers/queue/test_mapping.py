@@ -1,13 +1,16 @@
-"""The queue trigger's manifest entry: defaults, and errors that name the key."""
+"""The queue trigger: its manifest entry (defaults, errors that name the key) and its batches."""
 
 from __future__ import annotations
 
 import pytest
 
 from stoker.errors import ConfigError
+from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
 from stoker.platform.manifest import parse_manifest
 from stoker.triggers.base import TriggerBinding
-from stoker.triggers.queue.mapping import MappingSettings
+from stoker.triggers.queue.mapping import MappingSettings, split_to_fit
+from stoker.triggers.queue.messages import Message, Received
+from stoker.triggers.queue.records import batch_payload
 
 
 def manifest(trigger: str, function: str = "") -> str:
@@ -44,3 +47,12 @@ def test_bad_entries_name_the_key(trigger: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as e:
         parse_manifest(manifest(trigger))
     assert "trigger #1 (queue)" in e.value.message
+
+
+def test_a_batch_is_cut_to_fit_one_synchronous_call() -> None:
+    body = b'"' + b"x" * 250_000 + b'"'
+    batch = [Received("q", f"1-{i}", Message(f"m{i}", body, 1, {}), 1, 1) for i in range(30)]
+    fits, rest = split_to_fit(batch)
+    assert 20 <= len(fits) < 30 and fits + rest == batch
+    assert len(batch_payload(fits)) <= SYNC_PAYLOAD_LIMIT
+    assert split_to_fit(batch[:3]) == (batch[:3], [])
