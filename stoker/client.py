@@ -4,6 +4,7 @@
     c = Client()                      # STOKER_URL/STOKER_TOKEN, else $STOKER_HOME/endpoint.json
     c.invoke("hello", {"name": "x"})  # the result, or raises FunctionError
     c.invoke_async("hello", {...})    # the invocation id
+    c.enqueue("orders", {"n": 1})     # the message id (see docs/queues.md)
 """
 
 from __future__ import annotations
@@ -128,12 +129,61 @@ class Client:
         result: list[dict[str, Any]] = self._json("GET", f"/api/functions/{name}/dlq")
         return result
 
-    def redrive(self, name: str, invocation_id: str | None = None) -> list[dict[str, str]]:
+    def redrive_dead_letters(self, name: str, invocation_id: str | None = None) -> list[dict[str, str]]:
         body = orjson.dumps({"id": invocation_id}) if invocation_id else b""
         data = self._json("POST", f"/api/functions/{name}/dlq/redrive", content=body,
                           headers={"content-type": "application/json"})
         moved: list[dict[str, str]] = data["redriven"]
         return moved
+
+    # -- queues ---------------------------------------------------------------------------
+    @staticmethod
+    def _send_options(delay: float, attributes: dict[str, Any] | None) -> dict[str, Any]:
+        options: dict[str, Any] = {"headers": {"content-type": "application/json"}}
+        if delay:
+            options["params"] = {"delay": repr(float(delay))}
+        if attributes:
+            options["headers"]["x-stoker-message-attributes"] = orjson.dumps(attributes).decode()
+        return options
+
+    def enqueue(self, queue: str, message: Any = None, *, delay: float = 0, attributes: dict[str, Any] | None = None,
+                raw: bytes | None = None) -> str:
+        """Send one message (any JSON value, at most 256 KB) to a named queue; returns its message id.
+
+        `delay` keeps it invisible for that many seconds (up to 900); `attributes` are SQS-style
+        message attributes (name -> string or number). `raw` sends JSON bytes as they are.
+        """
+        body = raw if raw is not None else orjson.dumps(message)
+        data = self._json("POST", f"/api/queues/{queue}/messages", content=body,
+                          **self._send_options(delay, attributes))
+        return str(data["id"])
+
+    def enqueue_batch(self, queue: str, messages: list[Any], *, delay: float = 0,
+                      attributes: dict[str, Any] | None = None) -> list[str]:
+        """Send 1 to 10 messages at once (all or none); returns their message ids in order."""
+        data = self._json("POST", f"/api/queues/{queue}/messages/batch", content=orjson.dumps(messages),
+                          **self._send_options(delay, attributes))
+        return [str(i) for i in data["ids"]]
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Every queue with its available, in-flight and delayed messages and its consumers."""
+        result: list[dict[str, Any]] = self._json("GET", "/api/queues")
+        return result
+
+    def peek(self, queue: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The oldest messages of a queue (id, body, receive_count, sent_at, ...), without receiving them."""
+        result: list[dict[str, Any]] = self._json("GET", f"/api/queues/{queue}/messages", params={"limit": limit})
+        return result
+
+    def purge(self, queue: str) -> int:
+        """Delete every message of a queue; returns how many were deleted."""
+        return int(self._json("DELETE", f"/api/queues/{queue}/messages")["purged"])
+
+    def redrive(self, queue: str, to: str | None = None, limit: int | None = None) -> dict[str, int]:
+        """Move messages of a (dead-letter) queue back to their source queue, or to `to`."""
+        params = {k: str(v) for k, v in (("to", to), ("max", limit)) if v is not None}
+        result: dict[str, int] = self._json("POST", f"/api/queues/{queue}/redrive", params=params)
+        return result
 
     # -- the ledger and logs --------------------------------------------------------------
     def invocations(self, **filters: Any) -> list[dict[str, Any]]:

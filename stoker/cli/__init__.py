@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "stoker.cli.ledger",
     "stoker.cli.dlq",
     "stoker.cli.cron",
+    "stoker.cli.queues",
+    "stoker.cli.bridges",
 ]
 
 

@@ -41,7 +41,7 @@ def dlq_redrive(name: str, invocation_id: str | None) -> None:
     """Send NAME's dead letters back as new async invocations (of its current version)."""
     from stoker.client import Client
 
-    moved = Client().redrive(name, invocation_id)
+    moved = Client().redrive_dead_letters(name, invocation_id)
     for m in moved:
         click.echo(f"{m['id']} -> {m['new_id']}")
     click.echo(f"redriven: {len(moved)}")

@@ -33,6 +33,7 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.bundles",
     "stoker.platform.gateway.routes.deadletters",
     "stoker.platform.gateway.routes.cron",
+    "stoker.platform.gateway.routes.queues",
 ]
 
 

@@ -53,14 +53,19 @@ class Invoker:
         self.reply_key = ctx.keys.reply(self.gateway_id)
         self._waiters: dict[str, asyncio.Future[tuple[str, bytes, dict[str, Any]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._listener = ctx.redis  # BLPOP holds one pooled connection
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._collect_replies(), name="replies")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # redis-py may turn a cancel during a failing BLPOP into a ConnectionError, which
+            # the loop outlives; the flag ends the loop all the same
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
@@ -68,7 +73,7 @@ class Invoker:
 
     async def _collect_replies(self) -> None:
         redis = self._listener
-        while True:
+        while not self._stopping:
             try:
                 popped: Any = await redis.blpop([self.reply_key], timeout=1)
                 if popped is None:
