@@ -265,6 +265,12 @@ class PostgresChangeLog(ChangeLog):
         changes = [change_from_row(r) for r in rows[:limit]]
         return Batch(changes, exhausted=len(rows) <= limit, window=window)
 
+    def _json(self, column: str) -> str:
+        return f"{column}::text"  # parsed by stoker, keeping numbers exact
+
+    def _epoch(self, column: str) -> str:
+        return f"extract(epoch FROM {column})::float8"
+
     def position_after(self, position: Position, batch: Batch, count: int) -> Position:
         if count == len(batch.changes) and batch.exhausted:
             return Position(horizon=batch.window, window=None, after_seq=0)

@@ -260,8 +260,7 @@ class ChangeTailer:
         if done == 0:
             raise LeaseLost()
         if done == 1:
-            log.debug("%s: published %d changes (seq %d..%d) as %s", self.name, fitted, inflight.seqs[0],
-                      inflight.seqs[-1], inflight.id)
+            log.debug("%s: published %s as %s", self.name, _span(inflight.seqs), inflight.id)
 
     # -- outcomes -----------------------------------------------------------------------
     async def _settle(self, raw: bytes, stop: asyncio.Event, lost: asyncio.Event) -> None:
@@ -286,12 +285,11 @@ class ChangeTailer:
             if self.cfg.bisect_on_error and hi - lo > 1:
                 mid = (lo + hi) // 2
                 todo = [(lo, mid), (mid, hi), *todo]
-                log.warning("%s: the batch of changes %d..%d failed (%s); splitting it in halves", self.name,
-                            seqs[0], seqs[-1], why)
+                log.warning("%s: the batch of %s failed (%s); splitting it in halves", self.name, _span(seqs), why)
             else:
                 dead += hi - lo
-                log.warning("%s: changes %d..%d went to the dead letters of %s (%s); later changes go on",
-                            self.name, seqs[0], seqs[-1], self.binding.function, why)
+                log.warning("%s: %s went to the dead letters of %s (%s); later changes go on", self.name,
+                            _span(seqs), self.binding.function, why)
         if todo:
             await self._publish_part(raw, inflight, todo, dead, entry)
             return
@@ -411,6 +409,13 @@ class ChangeTailer:
         self._problem_since = None
         with contextlib.suppress(RedisError, OSError):
             await clear_problem(self.ctx.redis, self.ctx.keys, self.name)
+
+
+def _span(seqs: tuple[int, ...]) -> str:
+    """Change-log sequences as a person reads them: "change 13", "changes 9..16 (8)"."""
+    if len(seqs) == 1:
+        return f"change {seqs[0]}"
+    return f"changes {seqs[0]}..{seqs[-1]} ({len(seqs)})"
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
