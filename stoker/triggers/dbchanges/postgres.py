@@ -85,8 +85,10 @@ class PostgresChangeLog(ChangeLog):
         self._resolved: tuple[str, str] | None = None
 
     def _make_engine(self) -> Engine:
-        return create_engine(self.target.url, pool_pre_ping=True, pool_size=2, max_overflow=2,
-                             connect_args={"connect_timeout": 5, "application_name": "stoker-dbchanges"})
+        # keepalives and a statement timeout: a database behind a broken network fails, never hangs
+        return create_engine(self.target.url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args={
+            "connect_timeout": 5, "application_name": "stoker-dbchanges", "keepalives": 1, "keepalives_idle": 30,
+            "keepalives_interval": 10, "keepalives_count": 3, "options": "-c statement_timeout=60000"})
 
     # -- names --------------------------------------------------------------------------
     def _quote(self, name: str) -> str:
@@ -156,6 +158,8 @@ class PostgresChangeLog(ChangeLog):
     def install(self, columns: list[str] | None) -> WatchResult:
         with self.begin("watching") as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('stoker_watch'))"))
+            # creating a trigger locks the table against writes: never queue behind a long transaction
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
             schema, table = self.resolve(conn)
             oid = conn.execute(text("SELECT to_regclass(:n)::oid"), {"n": self.qualified_quoted()}).scalar_one()
             keys, names = self._columns(conn, oid)
@@ -203,6 +207,7 @@ class PostgresChangeLog(ChangeLog):
     def uninstall(self) -> bool:
         with self.begin("unwatching") as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('stoker_watch'))"))
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
             self.resolve(conn)
             had_trigger = conn.execute(text(
                 "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass(:n) AND tgname = :name"),
@@ -306,8 +311,9 @@ class Notifier:
         if self._conn is None or self._conn.closed:
             conninfo = self.log.target.url.set(drivername="postgresql").render_as_string(hide_password=False)
             try:
-                self._conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=5,
-                                                                   application_name="stoker-dbchanges")
+                self._conn = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, connect_timeout=5, application_name="stoker-dbchanges",
+                    keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3)
                 await self._conn.execute(f"LISTEN {CHANNEL}")
             except psycopg.Error as e:
                 await self.close()

@@ -54,6 +54,8 @@ TRIM_EVERY_S = 5.0
 #: while waiting for an outcome, ask the ledger this often (in case the report was lost)
 LEDGER_CHECK_S = 60.0
 MAX_BACKOFF_S = 30.0
+#: after LISTEN failed, poll this long before listening again
+LISTEN_RETRY_S = 60.0
 FINAL = frozenset({"succeeded", "failed", "timed_out", "dead_lettered"})
 
 
@@ -92,6 +94,7 @@ class ChangeTailer:
         self._last_idle_advance = 0.0
         self._last_trim = 0.0
         self._first_seen: float | None = None
+        self._listen_again_at = 0.0
 
     # -- the source ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -386,13 +389,18 @@ class ChangeTailer:
             log.debug("%s: trimmed %d changes every consumer has read", self.name, trimmed)
 
     async def _wait_for_changes(self, stop: asyncio.Event, lost: asyncio.Event, limit: float) -> None:
-        if self.notifier is None:
-            await _wait_any(stop, lost, limit)
+        if self.notifier is None or time.monotonic() < self._listen_again_at:
+            await _wait_any(stop, lost, limit if self.notifier is None else min(limit, 1.0))
             return
         deadline = time.monotonic() + limit
-        while not (stop.is_set() or lost.is_set()) and (left := deadline - time.monotonic()) > 0:
-            if await self.notifier.wait(min(1.0, left)):
-                return
+        try:
+            while not (stop.is_set() or lost.is_set()) and (left := deadline - time.monotonic()) > 0:
+                if await self.notifier.wait(min(1.0, left)):
+                    return
+        except DatabaseError as e:
+            # reading may still work (e.g. through a pooler without LISTEN): poll every second a while
+            log.warning("%s: %s; polling instead for %.0f s", self.name, e.message, LISTEN_RETRY_S)
+            self._listen_again_at = time.monotonic() + LISTEN_RETRY_S
 
     # -- health -------------------------------------------------------------------------
     async def _problem(self, message: str) -> None:
