@@ -95,6 +95,7 @@ class ChangeTailer:
         self._last_trim = 0.0
         self._first_seen: float | None = None
         self._listen_again_at = 0.0
+        self._trim_pending = False
 
     # -- the source ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -372,6 +373,8 @@ class ChangeTailer:
         assert self._cursor is not None
         now = time.monotonic()
         if now - self._last_idle_advance < IDLE_ADVANCE_S:
+            if self._trim_pending:
+                await self._maybe_trim()
             return
         self._last_idle_advance = now
         position = self.changelog.position_after(self._cursor.position, batch, 0)
@@ -381,10 +384,13 @@ class ChangeTailer:
         await self._maybe_trim()
 
     async def _maybe_trim(self) -> None:
+        """Trim after the cursor moved, at most every TRIM_EVERY_S (a burst is trimmed in a few steps)."""
+        self._trim_pending = True
         if time.monotonic() - self._last_trim < TRIM_EVERY_S:
             return
         self._last_trim = time.monotonic()
         trimmed = await asyncio.to_thread(self.changelog.trim)
+        self._trim_pending = False
         if trimmed:
             log.debug("%s: trimmed %d changes every consumer has read", self.name, trimmed)
 
