@@ -24,23 +24,19 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 
 from stoker.errors import ConfigError, StokerError
 from stoker.platform.context import PlatformContext
-from stoker.platform.envelope import ASYNC_PAYLOAD_LIMIT, Envelope
-from stoker.platform.gateway.invoker import queued_record
-from stoker.platform.ledger import records as R
-from stoker.platform.outcomes import NOTIFY, Outcome, encode_outcome
+from stoker.platform.envelope import Envelope
+from stoker.platform.outcomes import Outcome
 from stoker.platform.registry.projection import Resolved
-from stoker.platform.retries import dead_letter
 from stoker.triggers.base import TriggerBinding
 from stoker.triggers.dbchanges.changelog import Batch, Change, Cursor, DatabaseError, open_changelog
 from stoker.triggers.dbchanges.config import DbChangesConfig
+from stoker.triggers.dbchanges.events import batch_envelope, event_payload, publish_entries
 from stoker.triggers.dbchanges.inflight import BatchState, Entry, Inflight
 from stoker.triggers.dbchanges.lease import Lease
-from stoker.triggers.dbchanges.records import dumps, to_records
 from stoker.triggers.health import clear_problem, report_problem
 
 log = logging.getLogger(__name__)
@@ -203,55 +199,13 @@ class ChangeTailer:
         return await self.ctx.directory.resolve(self.binding.function, self.cfg.qualifier)
 
     def _payload(self, changes: list[Change]) -> tuple[bytes, int]:
-        """The event for as many leading changes as fit an async payload, and how many that is."""
-        parts: list[bytes] = []
-        size = len(b'{"Records":[]}')
-        fitted = 0
-        for change in changes:
-            encoded = [dumps(r) for r in to_records(change, arn=self.target.arn, table=self.target.table,
-                                                    image_format=self.cfg.image_format)]
-            grow = sum(len(e) + 1 for e in encoded)
-            if fitted and size + grow > ASYNC_PAYLOAD_LIMIT:
-                break
-            parts.extend(encoded)
-            size += grow
-            fitted += 1
-        return b'{"Records":[' + b",".join(parts) + b"]}", fitted
+        return event_payload(changes, self.target, self.cfg.image_format)
 
     def _envelope(self, resolved: Resolved, invocation_id: str, payload: bytes, seqs: tuple[int, ...]) -> Envelope:
-        now = time.time()
-        return Envelope(
-            id=invocation_id, function=resolved.function, version=resolved.version, payload=payload,
-            invocation_type="async", qualifier=resolved.qualifier, enqueued_at=now,
-            deadline=now + float(resolved.spec.get("max_event_age", 6 * 3600)), trigger="dbchanges",
-            # where the outcome goes, and what a dead letter needs to be traced back (never the URL)
-            meta={NOTIFY: self.outcomes_key, "table": self.target.table, "first_seq": seqs[0],
-                  "last_seq": seqs[-1], "source": self.target.arn},
-        )
+        return batch_envelope(resolved, invocation_id, payload, seqs, self.target, self.outcomes_key)
 
     def _entries(self, envelope: Envelope) -> list[Entry]:
-        if len(envelope.payload) <= ASYNC_PAYLOAD_LIMIT:
-            return [(self.ctx.keys.intake_async, envelope.stream_fields()),
-                    (self.ctx.keys.ledger, {"r": queued_record(envelope)})]
-        # one change alone is over the limit: it cannot run, so it goes to the dead letters at once
-        seq = (envelope.meta or {}).get("first_seq")
-        error = {"errorType": "RequestTooLargeException",
-                 "errorMessage": f"change {seq} of table {self.target.table} makes an event of "
-                                 f"{len(envelope.payload):,} bytes; an asynchronous event takes at most "
-                                 f"{ASYNC_PAYLOAD_LIMIT:,} bytes"}
-        now = time.time()
-        record = R.encode({
-            "id": envelope.id, "function": envelope.function, "version": envelope.version,
-            "qualifier": envelope.qualifier, "status": "dead_lettered", "trigger": envelope.trigger,
-            "invocation_type": "async", "received_at": envelope.enqueued_at, "ended_at": now, "attempts": 0,
-            "error_type": error["errorType"], "error_message": error["errorMessage"],
-            "payload_size": len(envelope.payload), "rank": R.rank(envelope.attempt, R.TERMINAL),
-        })
-        log.error("%s: %s; it is in the dead letters of %s", self.name, error["errorMessage"], envelope.function)
-        return [(self.ctx.keys.dlq(envelope.function), {"d": dead_letter(envelope, error, "payload too large")}),
-                (self.ctx.keys.ledger, {"r": record}),
-                (self.outcomes_key, {"o": encode_outcome(envelope, "dead_lettered", error["errorType"],
-                                                         orjson.dumps(error))})]
+        return publish_entries(self.ctx.keys, envelope, self.outcomes_key, self.name)
 
     async def _publish(self, batch: Batch) -> None:
         assert self._cursor is not None
