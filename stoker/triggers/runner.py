@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -20,6 +22,18 @@ from stoker.triggers.base import SOURCES, TriggerBinding
 log = logging.getLogger(__name__)
 
 RECONCILE_S = 3.0
+
+
+def shown(config: dict[str, Any]) -> dict[str, Any]:
+    """A trigger's configuration as logs may show it: URLs without their passwords."""
+    out = dict(config)
+    for k, v in config.items():
+        if isinstance(v, str) and "://" in v:
+            parts = urlsplit(v)
+            if parts.password:
+                netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+                out[k] = urlunsplit(parts._replace(netloc=netloc))
+    return out
 
 
 class TriggerRunner:
@@ -60,7 +74,7 @@ class TriggerRunner:
             source = SOURCES[binding.type](self.ctx, binding)
             task = asyncio.create_task(self._supervise(key, source, stop), name=f"trigger-{key}")
             self._running[key] = (task, stop)
-            log.info("started trigger %s: %s", key, orjson.dumps(binding.config).decode()[:200])
+            log.info("started trigger %s: %s", key, orjson.dumps(shown(binding.config)).decode()[:200])
 
     async def _supervise(self, key: str, source: object, stop: asyncio.Event) -> None:
         backoff = 1.0

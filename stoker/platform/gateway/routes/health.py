@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import gateway
+from stoker.triggers.health import source_problems
 
 _db_checked: dict[str, float | bool] = {"at": 0.0, "ok": False}
 
@@ -42,7 +44,10 @@ async def healthz(request: Request) -> Response:
     for name, probe in g.extras.get("health_probes", {}).items():
         checks[name] = probe()
     healthy = g.ready and all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if healthy else ("starting" if not g.ready else "degraded"), **checks}
+    body: dict[str, object] = {"status": "ok" if healthy else ("starting" if not g.ready else "degraded"), **checks}
+    if checks.get("redis") == "ok":  # problems of trigger sources (a user's database down): shown, not failed
+        with contextlib.suppress(Exception):
+            body["triggers"] = await asyncio.wait_for(source_problems(g.ctx.redis, g.ctx.keys), 2) or "ok"
     return json_response(body, status=200 if healthy else 503)
 
 
