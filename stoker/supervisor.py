@@ -44,7 +44,8 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stoker", *self.argv], env=env, pass_fds=self.pass_fds,
+            # -P: the roles import the installed stoker, never a `stoker/` folder in the current directory
+            [sys.executable, "-P", "-m", "stoker", *self.argv], env=env, pass_fds=self.pass_fds,
             stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
 

@@ -111,7 +111,7 @@ class Launcher:
 
             spawn_spec = {k: v for k, v in base.items() if k != "env"}
             base["mode"] = "exec"
-            base["argv"] = [sys.executable, "-m", "stoker.workers.runtime", "{control_fd}",
+            base["argv"] = [sys.executable, "-P", "-m", "stoker.workers.runtime", "{control_fd}",
                             orjson.dumps(spawn_spec).decode()]
         if runtime != "python":
             launcher = LAUNCHERS.get(runtime)

@@ -53,6 +53,10 @@ class InitFailed(Exception):
         self.logs = logs  # what the runtime wrote while it failed to start, if kept
 
 
+#: the largest result a function may return, as Lambda's 6 MB response limit
+RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
 def error_body(error_type: str, message: str) -> bytes:
     return orjson.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": []})
 
@@ -118,18 +122,24 @@ class Worker:
             self.kill()
             raise InitFailed({"errorType": "Runtime.InitTimeout",
                               "errorMessage": f"the function's init did not finish within {init_timeout:g} s"},
-                             (time.perf_counter() - t0) * 1000) from None
+                             (time.perf_counter() - t0) * 1000, self._init_output()) from None
         except (EOFError, ConnectionError, protocol.ProtocolError):
             await self._wait_exit(1.0)
             raise InitFailed({"errorType": "Runtime.ExitError",
                               "errorMessage": _exit_description(self.returncode) + " (during init)"},
-                             (time.perf_counter() - t0) * 1000) from None
+                             (time.perf_counter() - t0) * 1000, self._init_output()) from None
         init_ms = (time.perf_counter() - t0) * 1000
         if message[0] == "init_error":
             self.kill()
-            raise InitFailed(dict(message[1]), init_ms)
+            raise InitFailed(dict(message[1]), init_ms, self._init_output())
         self.state = "idle"
         return init_ms
+
+    def _init_output(self) -> LogBuffer:
+        """What the function printed before its start failed (shown before START in its logs)."""
+        logs = self.take_logs()
+        logs.finish()
+        return logs
 
     def exited(self, returncode: int) -> None:
         self.returncode = returncode
@@ -215,6 +225,11 @@ class Worker:
             timer.cancel()
             self.last_used = time.monotonic()
         _, _rid, ok, body, max_rss_kb = message
+        if ok and len(body) > RESPONSE_LIMIT:
+            return self._outcome("failed", error_body(
+                "Function.ResponseSizeTooLarge",
+                f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
+                f"({RESPONSE_LIMIT} bytes)."), t0, started_at, max_rss_kb)
         # after running out of memory or exiting, the runtime ends itself: never reuse it
         fatal = not ok and (b'"Runtime.OutOfMemory"' in body[:200] or b'"Runtime.ExitError"' in body[:200])
         reusable = not fatal and self.state != "dead"

@@ -180,7 +180,7 @@ class ZygoteClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = self._env if self._env is not None else scrubbed_environment()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "stoker.workers.zygote", str(theirs.fileno())],
+            [sys.executable, "-P", "-m", "stoker.workers.zygote", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL, close_fds=True,
         )
         theirs.close()

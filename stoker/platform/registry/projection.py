@@ -118,6 +118,7 @@ class FunctionDirectory:
         self._entries: dict[str, tuple[float, FunctionEntry | None]] = {}
         self._specs: dict[tuple[str, str], dict[str, Any]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Listen for changes so that cached entries are dropped the moment they change."""
@@ -125,6 +126,7 @@ class FunctionDirectory:
             self._listener = asyncio.create_task(self._listen(), name="registry-listener")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -138,7 +140,7 @@ class FunctionDirectory:
             self._entries.pop(name, None)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.registry_channel)
@@ -150,6 +152,8 @@ class FunctionDirectory:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis went away: drop the cache, then listen again
+                if self._stopping:  # a cancel that redis-py turned into a connection error
+                    return
                 log.warning("registry listener: %s; retrying", e)
                 self.forget()
                 await asyncio.sleep(1.0)
