@@ -11,6 +11,8 @@ roles behave alike:
     STOKER_PREFIX          prefix of every Redis key (default "stoker")
     STOKER_NODE_DEAD_AFTER seconds without a heartbeat before a node is declared dead
     STOKER_GLOBAL_CONCURRENCY  cap on concurrent executions across the platform
+    STOKER_SIGV4_SECRET    when set, the Lambda API checks SigV4 signatures made with this
+                           secret access key (the access key id is always a stoker token)
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Settings:
     log_retention_s: float
     log_max_entries: int
     extra: dict[str, str] = field(default_factory=dict)
+    sigv4_secret: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,6 +78,7 @@ class Settings:
             global_concurrency=int(_number("STOKER_GLOBAL_CONCURRENCY", 1000)),
             log_retention_s=_number("STOKER_LOG_RETENTION", 7 * 24 * 3600.0),
             log_max_entries=int(_number("STOKER_LOG_MAX_ENTRIES", 100_000)),
+            sigv4_secret=os.environ.get("STOKER_SIGV4_SECRET") or None,
         )
 
     # -- where things live under STOKER_HOME ---------------------------------------------

@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "stoker.cli.db",
     "stoker.cli.functions",
     "stoker.cli.ledger",
+    "stoker.cli.versions",
+    "stoker.cli.tokens",
 ]
 
 

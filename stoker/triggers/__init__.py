@@ -3,3 +3,5 @@
 Importing this package registers every trigger type's manifest validator with
 stoker.platform.manifest, so that `[[triggers]]` entries are checked at deploy.
 """
+
+from stoker.triggers import http  # noqa: F401  (registers the "http" trigger type)

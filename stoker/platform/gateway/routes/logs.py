@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
+from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
 from stoker.platform.logstream import follow, read_logs
@@ -49,3 +50,15 @@ async def logs_route(request: Request) -> Response:
 
 
 routes = [Route("/api/functions/{name}/logs", logs_route, methods=["GET"])]
+
+openapi = {
+    "/api/functions/{name}/logs": {
+        "get": O.operation(
+            "A function's log lines (with follow=true: NDJSON as they are written)", "read",
+            {"200": ("the lines, and the position to read on from", O.ref("Logs"))}, errors=("400", "404"),
+            tag="ledger",
+            parameters=[O.path_param("name", O.NAME), O.query_param("tail", {"type": "integer", "minimum": 0}),
+                        O.query_param("since", None, "ISO 8601, or a duration ago"),
+                        O.query_param("request_id"), O.query_param("follow", O.BOOLEAN)]),
+    },
+}
