@@ -30,7 +30,7 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javas
               "application/x-www-form-urlencoded", "application/graphql", "application/ld+json",
               "application/problem+json", "application/vnd.api+json", "application/x-ndjson", "+json", "+xml")
 #: response headers the gateway owns: the handler's values would corrupt the framing
-HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
+HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade"}
 HEADER_NAME_OK = set(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
