@@ -96,7 +96,7 @@ def test_rollback_needs_a_past_and_a_living_target(store: RegistryStore) -> None
     store.set_alias("shop", "prod", 3)
     store.set_alias("shop", "beta", 3)
     store.delete_version("shop", 2)
-    with pytest.raises(Conflict, match="version 2 .* was deleted"):
+    with pytest.raises(Conflict, match=r"version 2 .* was deleted"):
         store.rollback_alias("shop", "prod")
     assert store.state("shop").aliases["prod"].version == 3
     with pytest.raises(NotFound, match="no alias 'nope'"):
