@@ -65,7 +65,7 @@ def _waiting_age(raw: bytes | None, now: float) -> float:
     if not raw:
         return 0.0
     try:
-        envelope = Envelope.decode(msgpack.unpackb(raw, raw=False)[3])
+        envelope = Envelope.decode(msgpack.unpackb(raw, raw=True)[3])  # packed by Lua: str, not bin
     except Exception:
         return 0.0
     return max(0.0, now - envelope.enqueued_at)

@@ -33,7 +33,8 @@ async def populate(redis: fakeredis.FakeAsyncRedis) -> None:
     await redis.xadd(KEYS.intake_async, {"i": "y"})
     old = Envelope(id="w", function="shop", version="1", payload=b"{}", invocation_type="async",
                    enqueued_at=time.time() - 120)
-    await redis.rpush(KEYS.waiting("shop"), msgpack.packb(["w", "shop:1", "a", old.encode()]))
+    # packed as place.lua packs it (Lua strings become msgpack str, never bin)
+    await redis.rpush(KEYS.waiting("shop"), msgpack.packb(["w", "shop:1", "a", old.encode()], use_bin_type=False))
     await redis.sadd(KEYS.waiting_set, "shop")
     await redis.zadd(KEYS.delayed, {"r1": 1, "r2": 2})
 
