@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from stoker.cli import cli
@@ -127,15 +129,19 @@ def rollback(name: str, alias_name: str | None, to: int | None, fmt: str) -> Non
 @click.argument("name")
 @click.option("--version", "version", type=click.IntRange(1), default=None,
               help="delete only this version (refused while an alias points at it)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask before deleting a whole function")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @handles_errors
-def rm(name: str, version: int | None, fmt: str) -> None:
+def rm(name: str, version: int | None, yes: bool, fmt: str) -> None:
     """Delete a function (versions, aliases, triggers), or one of its versions.
 
-    Bundles that no version uses any more are removed from the bundle store.
+    Bundles that no version uses any more are removed from the bundle store. Deleting a
+    whole function asks first when run from a terminal (--yes skips the question).
     """
     from stoker.client import Client
 
+    if version is None and not yes and sys.stdin.isatty():
+        click.confirm(f"delete {name} with all its versions, aliases and triggers?", abort=True)
     result = Client().delete(name, version)
     if fmt == "json":
         print_json(result)

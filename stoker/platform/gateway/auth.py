@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from stoker.errors import Unauthorized
+from stoker.errors import PlatformUnavailable, Unauthorized
 from stoker.platform.keys import Keys
 from stoker.platform.tokens import store as tokens
 
@@ -68,18 +69,24 @@ class TokenVerifier:
         #: bumped by every forget(), so that a lookup that raced a change is not cached
         self._generation = 0
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
         self._resync = asyncio.Lock()
 
     # -- keeping the cache honest ---------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         if self.redis is not None and self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="token-listener")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            # redis-py's pub/sub read can swallow a cancellation; never let that hang a shutdown
+            done, _ = await asyncio.wait({self._listener}, timeout=2.0)
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
             self._listener = None
 
     def forget(self) -> None:
@@ -89,13 +96,13 @@ class TokenVerifier:
     async def sync(self) -> None:
         """Rebuild the Redis projection from SQL (at start, and when Redis lost it)."""
         assert self.redis is not None and self.keys is not None and self.store is not None
-        live = await asyncio.to_thread(self.store.live)
-        await tokens.project_all(self.redis, self.keys, live)
+        store = self.store
+        await tokens.project_all(self.redis, self.keys, lambda: asyncio.to_thread(store.live))
         self.forget()
 
     async def _listen(self) -> None:
         assert self.redis is not None and self.keys is not None
-        while True:
+        while not self._stopping:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(tokens.tokens_channel(self.keys))
@@ -105,8 +112,11 @@ class TokenVerifier:
                     await self.sync()
                 else:
                     self.forget()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
+                # short reads rather than listen(): the loop sees `_stopping` even if a
+                # cancellation is lost inside redis-py's read
+                while not self._stopping:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
                         self.forget()
             except asyncio.CancelledError:
                 raise
@@ -147,7 +157,10 @@ class TokenVerifier:
     async def principal(self, token: str | None) -> Principal:
         if token is None:
             raise Unauthorized(MISSING)
-        principal = await self.verify(token)
+        try:
+            principal = await self.verify(token)
+        except (RedisError, OSError) as e:
+            raise PlatformUnavailable(f"cannot check the token: Redis is not reachable ({e})") from None
         if principal is None:
             raise Unauthorized(INVALID)
         return principal

@@ -13,10 +13,11 @@ import logging
 import time
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stoker.errors import StokerError
+from stoker.errors import PlatformUnavailable, StokerError
 from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT, check_payload_size, new_invocation_id
 from stoker.platform.gateway.apigateway import BadProxyResponse, proxy_event, proxy_response
 from stoker.platform.gateway.httputil import json_response, raw_json_response, read_body
@@ -53,7 +54,13 @@ class HttpRoutes:
         async with self._lock:
             if not self._fresh():
                 generation = self._generation
-                self._table = await self._build()
+                try:
+                    self._table = await self._build()
+                except (RedisError, OSError) as e:
+                    if not self._built_at:
+                        raise PlatformUnavailable(f"cannot read the routes: Redis is not reachable ({e})") from None
+                    log.warning("keeping the last route table: Redis is not reachable (%s)", e)
+                    return self._table
                 self._built_generation, self._built_at = generation, time.monotonic()
         return self._table
 

@@ -9,6 +9,7 @@ runs over the token itself, so response times reveal nothing about valid tokens.
 Redis keys (owned here):
     {p}:tokens            hash: sha256 hex -> {"name", "rights"} (json) of every live token;
                           field "*" marks a complete projection (absent: rebuild from SQL)
+    {p}:tokens:changes    counter bumped by every create and revoke (a rebuild WATCHes it)
     {p}:tokens:changed    pub/sub channel: a token was created or revoked
 """
 
@@ -18,11 +19,13 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -145,20 +148,39 @@ def _entry(name: str, rights: list[str]) -> bytes:
     return orjson.dumps({"name": name, "rights": rights})
 
 
-async def project_all(redis: aioredis.Redis, keys: Keys, live: dict[str, tuple[str, list[str]]]) -> None:
-    """Rebuild the projection from SQL's live tokens, atomically."""
-    pipe = redis.pipeline(transaction=True)
-    pipe.delete(tokens_key(keys))
-    mapping: dict[Any, Any] = {h: _entry(n, r) for h, (n, r) in live.items()}
-    mapping[COMPLETE] = b"1"
-    pipe.hset(tokens_key(keys), mapping=mapping)
-    pipe.publish(tokens_channel(keys), b"*")
-    await pipe.execute()
+def changes_key(keys: Keys) -> str:
+    return keys.custom("tokens", "changes")
+
+
+async def project_all(redis: aioredis.Redis, keys: Keys,
+                      read_live: Callable[[], Awaitable[dict[str, tuple[str, list[str]]]]]) -> None:
+    """Rebuild the projection from SQL's live tokens, atomically.
+
+    A token created or revoked while SQL is being read bumps `{p}:tokens:changes`, which
+    this rebuild WATCHes: it then reads SQL again, so it never writes back a token revoked
+    meanwhile (nor drops one just created).
+    """
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(changes_key(keys))
+                live = await read_live()
+                pipe.multi()
+                pipe.delete(tokens_key(keys))
+                mapping: dict[Any, Any] = {h: _entry(n, r) for h, (n, r) in live.items()}
+                mapping[COMPLETE] = b"1"
+                pipe.hset(tokens_key(keys), mapping=mapping)
+                pipe.publish(tokens_channel(keys), b"*")
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
 
 
 async def project_one(redis: aioredis.Redis, keys: Keys, digest: str, name: str, rights: list[str]) -> None:
     pipe = redis.pipeline(transaction=True)
     pipe.hset(tokens_key(keys), digest, _entry(name, rights))
+    pipe.incr(changes_key(keys))
     pipe.publish(tokens_channel(keys), digest)
     await pipe.execute()
 
@@ -166,6 +188,7 @@ async def project_one(redis: aioredis.Redis, keys: Keys, digest: str, name: str,
 async def unproject_one(redis: aioredis.Redis, keys: Keys, digest: str) -> None:
     pipe = redis.pipeline(transaction=True)
     pipe.hdel(tokens_key(keys), digest)
+    pipe.incr(changes_key(keys))
     pipe.publish(tokens_channel(keys), digest)
     await pipe.execute()
 
