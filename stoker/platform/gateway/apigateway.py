@@ -153,7 +153,7 @@ def proxy_response(result: bytes) -> ProxyResponse:
     if not isinstance(value, dict) or "statusCode" not in value:
         return ProxyResponse(200, [(b"content-type", b"application/json")], result or b"null")
     status = value["statusCode"]
-    if isinstance(status, str) and status.isdigit():
+    if isinstance(status, str) and status.isascii() and status.isdigit():
         status = int(status)
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise BadProxyResponse(f"statusCode {value['statusCode']!r} is not an HTTP status")

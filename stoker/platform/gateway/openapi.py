@@ -22,7 +22,9 @@ def ref(name: str) -> Schema:
 
 
 def nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
+    if isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def array(items: Schema) -> Schema:
@@ -39,6 +41,14 @@ NUMBER: Schema = {"type": "number"}
 BOOLEAN: Schema = {"type": "boolean"}
 TIME: Schema = {"type": "string", "format": "date-time"}
 ANY_JSON: Schema = {}
+#: a point in time as parse_time takes it: RFC 3339, or a duration ago
+WHEN: Schema = {"anyOf": [{"type": "string", "format": "date-time"},
+                          {"type": "string", "pattern": "^[0-9]{1,6}(s|m|h|d|w)$"},
+                          {"type": "string", "maxLength": 0, "description": "empty: not given"}]}
+ALIAS: Schema = {"type": "string", "pattern": "^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$"}
+#: a published version, as a number or a string of digits
+VERSION_NUMBER: Schema = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                                    {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}]}
 #: a function name, optionally with :qualifier where the route resolves qualifiers
 NAME: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 
@@ -91,13 +101,12 @@ SCHEMAS: dict[str, Schema] = {
     "Accepted": obj(["id", "function", "version"], {"id": STRING, "function": STRING, "version": STRING}),
     "Alias": obj(list(_ALIAS_PROPS), _ALIAS_PROPS),
     "AliasChanged": obj([*_ALIAS_PROPS, "message"], {**_ALIAS_PROPS, "message": STRING}),
-    "AliasSet": obj(["version"], {"version": {"oneOf": [{"type": "integer", "minimum": 1},
-                                                         {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}]},
-                                   "weights": {"type": "object", "additionalProperties":
-                                               {"type": "number", "minimum": 0, "maximum": 1}}}),
-    "RollbackRequest": obj([], {"alias": nullable(STRING),
-                                "to": nullable({"oneOf": [{"type": "integer", "minimum": 1},
-                                                          {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}]})}),
+    "AliasSet": obj(["version"], {"version": VERSION_NUMBER,
+                                   "weights": {"type": "object", "propertyNames": {"pattern": "^[1-9][0-9]{0,8}$"},
+                                               "additionalProperties": {"type": "number", "minimum": 0,
+                                                                        "maximum": 1},
+                                               "description": "version -> share; the shares add up to 1 at most"}}),
+    "RollbackRequest": obj([], {"alias": nullable(ALIAS), "to": nullable(VERSION_NUMBER)}),
     "RolledBack": obj(["function", "alias", "version", "previous", "weights", "created", "changed", "message"],
                       {"function": STRING, "alias": nullable(STRING), "version": STRING, "previous": STRING,
                        "weights": {"type": "object", "additionalProperties": NUMBER}, "created": nullable(STRING),
@@ -108,8 +117,8 @@ SCHEMAS: dict[str, Schema] = {
     "Token": obj(list(_TOKEN_PROPS), _TOKEN_PROPS),
     "TokenCreated": obj([*_TOKEN_PROPS, "token"], {**_TOKEN_PROPS, "token": STRING}),
     "TokenRequest": obj(["name", "rights"], {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
-        "rights": array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]})}),
+        "name": {"type": "string", "pattern": "^(?!admin$)[A-Za-z0-9_.-]{1,64}$"},
+        "rights": {**array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]}), "minItems": 1}}),
     "Invocation": obj([*_INVOCATION_PROPS, "attempts"], {**_INVOCATION_PROPS, "attempts": nullable(INTEGER)}),
     "InvocationDetail": obj([*_INVOCATION_PROPS, "attempts", "attempt_count", "logs"], {
         **_INVOCATION_PROPS, "attempts": array(_ATTEMPT), "attempt_count": nullable(INTEGER),
@@ -176,7 +185,7 @@ def build_spec(route_modules: list[str], server_url: str | None = None) -> dict[
         for path, methods in getattr(importlib.import_module(name), "openapi", {}).items():
             paths.setdefault(path, {}).update(methods)
     spec: dict[str, Any] = {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "stoker", "version": __version__,
                  "description": "The management API of stoker, a self-hosted function platform. Send "
                                 "`Authorization: Bearer <token>`; the admin token is in $STOKER_HOME/endpoint.json "

@@ -213,7 +213,7 @@ class FunctionDirectory:
         alias = None
         if qualifier is None or qualifier == LATEST:
             version = entry.latest
-        elif qualifier.isdigit():
+        elif qualifier.isascii() and qualifier.isdigit():
             version = str(int(qualifier))
             if version not in entry.versions:
                 raise NotFound(f"function {name!r} has no version {qualifier}: see `stoker versions {name}`")

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
 from stoker.platform.gateway import openapi as O
-from stoker.platform.gateway.httputil import check_json, json_response, raw_json_response, read_body
+from stoker.platform.gateway.httputil import check_json, json_response, query_flag, raw_json_response, read_body
 from stoker.platform.gateway.state import authorize
 from stoker.platform.registry.bundles import MAX_ZIP
 from stoker.platform.registry.deploy import deploy_bundle
@@ -68,7 +68,7 @@ async def show_function(request: Request) -> Response:
 
 
 def _is_async(request: Request) -> bool:
-    flag = request.query_params.get("async", "").lower() in ("1", "true", "yes")
+    flag = query_flag(request, "async")
     return flag or request.headers.get("x-stoker-invocation-type", "").lower() == "event"
 
 
@@ -120,8 +120,7 @@ openapi = {
             {"200": ("the function's result; its error, with X-Stoker-Function-Error: Unhandled", O.ANY_JSON),
              "202": ("queued (async): the invocation id", O.ref("Accepted"))},
             errors=("400", "404", "413", "429"),
-            parameters=[O.path_param("name", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?$"},
-                                     "the function, optionally name:qualifier"),
+            parameters=[O.path_param("name", O.NAME, "the function (name:qualifier works too)"),
                         O.query_param("qualifier", None, "a version number, an alias, or $LATEST"),
                         O.query_param("async", O.BOOLEAN, "queue the event and answer 202")],
             body=O.json_body(O.ANY_JSON, required=False)),

@@ -25,7 +25,7 @@ from stoker.platform.timeparse import parse_time
 def filter_from_query(request: Request) -> InvocationFilter:
     q = request.query_params
     limit_raw = q.get("limit", "50")
-    if not limit_raw.isdigit():
+    if not (limit_raw.isascii() and limit_raw.isdigit()):
         raise InvalidInput(f"limit {limit_raw!r} is not a whole number")
     cold_raw = q.get("cold")
     cold = None
@@ -73,8 +73,8 @@ openapi = {
                         O.query_param("status", {"type": "string", "enum": list(STATUSES)}),
                         O.query_param("trigger"), O.query_param("node"),
                         O.query_param("cold", O.BOOLEAN),
-                        O.query_param("since", None, "ISO 8601, or a duration ago: 30s, 10m, 2h, 7d"),
-                        O.query_param("until", None, "ISO 8601, or a duration ago"),
+                        O.query_param("since", O.WHEN, "ISO 8601, or a duration ago: 30s, 10m, 2h, 7d"),
+                        O.query_param("until", O.WHEN, "ISO 8601, or a duration ago"),
                         O.query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})]),
     },
     "/api/invocations/{id}": {

@@ -141,7 +141,7 @@ def _version_of(state: FunctionState, qualifier: str | None) -> tuple[VersionInf
     if qualifier in (None, "$LATEST"):
         return state.versions[state.latest], "$LATEST"
     assert qualifier is not None
-    if qualifier.isdigit() and int(qualifier) in state.versions:
+    if qualifier.isascii() and qualifier.isdigit() and int(qualifier) in state.versions:
         return state.versions[int(qualifier)], str(int(qualifier))
     if qualifier in state.aliases:
         number = state.aliases[qualifier].version
@@ -283,9 +283,13 @@ async def get_configuration(request: Request) -> Response:
     return json_response(call.config(info, label))
 
 
+def _whole(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _page(request: Request) -> tuple[int, int]:
     marker, max_items = request.query_params.get("Marker") or "0", request.query_params.get("MaxItems") or "50"
-    if not marker.isdigit() or not max_items.isdigit() or not 1 <= int(max_items) <= 10_000:
+    if not _whole(marker) or not _whole(max_items) or not 1 <= int(max_items) <= 10_000:
         raise ConfigError("Marker must come from an earlier answer's NextMarker; MaxItems from 1 to 10000")
     return int(marker), int(max_items)
 
@@ -318,7 +322,7 @@ async def delete_function(request: Request) -> Response:
     await call.state(name)
     if qualifier is None:
         await lifecycle.delete_function(call.g.ctx, name)
-    elif qualifier.isdigit():
+    elif qualifier.isascii() and qualifier.isdigit():
         await lifecycle.delete_version(call.g.ctx, name, int(qualifier))
     else:
         raise ConfigError(f"Qualifier {qualifier!r}: only a version number can be deleted (delete an alias with "

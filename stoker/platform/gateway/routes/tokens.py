@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from stoker.errors import InvalidInput, PlatformUnavailable
 from stoker.platform.gateway import openapi as O
-from stoker.platform.gateway.httputil import json_response
+from stoker.platform.gateway.httputil import json_response, query_flag
 from stoker.platform.gateway.routes.versions import json_object
 from stoker.platform.gateway.state import GatewayState, authorize
 from stoker.platform.tokens import store as tokens
@@ -51,7 +51,7 @@ async def create_token(request: Request) -> Response:
 
 async def list_tokens(request: Request) -> Response:
     g, _ = await authorize(request, "admin")
-    revoked = request.query_params.get("revoked", "").lower() in ("1", "true", "yes")
+    revoked = query_flag(request, "revoked")
     infos = await asyncio.to_thread(_store(g).all, revoked)
     return json_response([i.to_json() for i in infos])
 
@@ -81,7 +81,8 @@ openapi = {
                             {"201": ("created", O.ref("TokenCreated"))}, errors=("400", "409", "413"),
                             body=O.json_body(O.ref("TokenRequest")), tag="tokens"),
         "get": O.operation("Tokens (never their secrets)", "admin", {"200": ("the tokens", O.array(O.ref("Token")))},
-                           parameters=[O.query_param("revoked", O.BOOLEAN, "include revoked tokens")], tag="tokens"),
+                           errors=("400",), tag="tokens",
+                           parameters=[O.query_param("revoked", O.BOOLEAN, "include revoked tokens")]),
     },
     "/api/tokens/{name}": {
         "delete": O.operation("Revoke a token: it stops working at once", "admin",

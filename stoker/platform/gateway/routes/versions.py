@@ -34,9 +34,11 @@ def version_number(value: Any, what: str = "version") -> int:
     """A version given as 3 or "3" (not $LATEST or an alias: those are not numbered versions)."""
     if isinstance(value, bool):
         raise InvalidInput(f"{what} must be a version number, not {value!r}")
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON does not tell 3 from 3.0
+    if isinstance(value, int) and 0 < value < 1_000_000_000:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) > 0 and len(value) < 10:
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0 and len(value) < 10:
         return int(value)
     raise InvalidInput(f"{what} {value!r} is not a version number: give a published version such as 3 "
                        "(see `stoker versions NAME`)")
@@ -154,7 +156,7 @@ routes = [
 ]
 
 _name = O.path_param("name", O.NAME, "the function")
-_alias = O.path_param("alias", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}, "the alias")
+_alias = O.path_param("alias", O.ALIAS, "the alias")
 openapi = {
     "/api/functions/{name}": {
         "delete": O.operation("Delete a function: its versions, aliases, triggers and routes", "deploy",
@@ -169,7 +171,7 @@ openapi = {
         "delete": O.operation("Delete one version (refused while an alias routes to it)", "deploy",
                               {"200": ("deleted", O.ref("Deleted"))}, errors=("400", "404", "409"),
                               parameters=[_name, O.path_param("version", {"type": "string",
-                                                                          "pattern": "^[0-9]{1,9}$"})]),
+                                                                          "pattern": "^[1-9][0-9]{0,8}$"})]),
     },
     "/api/functions/{name}/aliases": {
         "get": O.operation("A function's aliases", "read", {"200": ("the aliases", O.array(O.ref("Alias")))},
