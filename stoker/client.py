@@ -185,6 +185,52 @@ class Client:
         result: dict[str, int] = self._json("POST", f"/api/queues/{queue}/redrive", params=params)
         return result
 
+    # -- versions and aliases -------------------------------------------------------------
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", f"/api/functions/{name}/versions")
+        return result
+
+    def aliases(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", f"/api/functions/{name}/aliases")
+        return result
+
+    def set_alias(self, name: str, alias: str, version: int | str,
+                  weights: dict[str, float] | None = None) -> dict[str, Any]:
+        """Create or move an alias; `weights` (version -> share) replace any earlier ones."""
+        body = {"version": str(version), "weights": {str(k): v for k, v in (weights or {}).items()}}
+        result: dict[str, Any] = self._json("PUT", f"/api/functions/{name}/aliases/{alias}", json=body)
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/api/functions/{name}/aliases/{alias}")
+        return result
+
+    def rollback(self, name: str, alias: str | None = None, to: int | str | None = None) -> dict[str, Any]:
+        body = {"alias": alias, "to": str(to) if to is not None else None}
+        result: dict[str, Any] = self._json("POST", f"/api/functions/{name}/rollback", json=body)
+        return result
+
+    def delete(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        """Delete a function, or one of its versions."""
+        path = f"/api/functions/{name}" + (f"/versions/{version}" if version is not None else "")
+        result: dict[str, Any] = self._json("DELETE", path)
+        return result
+
+    # -- tokens ---------------------------------------------------------------------------
+    def create_token(self, name: str, rights: list[str]) -> dict[str, Any]:
+        """A new token; its secret is in the answer's "token" and is never shown again."""
+        result: dict[str, Any] = self._json("POST", "/api/tokens", json={"name": name, "rights": rights})
+        return result
+
+    def tokens(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        params = {"revoked": "true"} if include_revoked else {}
+        result: list[dict[str, Any]] = self._json("GET", "/api/tokens", params=params)
+        return result
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/api/tokens/{name}")
+        return result
+
     # -- the ledger and logs --------------------------------------------------------------
     def invocations(self, **filters: Any) -> list[dict[str, Any]]:
         params = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in filters.items() if v is not None}

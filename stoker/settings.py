@@ -14,6 +14,8 @@ roles behave alike:
     STOKER_PREFETCH        async events a node may hold per slot beyond those running
     STOKER_NODEJS          the node executable for runtime = "nodejs" (default: `node` on PATH)
     STOKER_NPM             the npm that installs Node.js dependencies at deploy (default: `npm` on PATH)
+    STOKER_SIGV4_SECRET    when set, the Lambda API checks SigV4 signatures made with this
+                           secret access key (the access key id is always a stoker token)
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Settings:
     log_max_entries: int
     prefetch: int = 16
     extra: dict[str, str] = field(default_factory=dict)
+    sigv4_secret: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,6 +83,7 @@ class Settings:
             log_retention_s=_number("STOKER_LOG_RETENTION", 7 * 24 * 3600.0),
             log_max_entries=int(_number("STOKER_LOG_MAX_ENTRIES", 100_000)),
             prefetch=int(_number("STOKER_PREFETCH", 16)),
+            sigv4_secret=os.environ.get("STOKER_SIGV4_SECRET") or None,
         )
 
     # -- where things live under STOKER_HOME ---------------------------------------------

@@ -27,6 +27,8 @@ COMMAND_MODULES = [
     "stoker.cli.cron",
     "stoker.cli.queues",
     "stoker.cli.bridges",
+    "stoker.cli.versions",
+    "stoker.cli.tokens",
 ]
 
 

@@ -8,6 +8,7 @@ from alembic import context
 from stoker.platform.db import Base, make_engine
 from stoker.platform.ledger import models as _ledger_models  # noqa: F401  (registers tables)
 from stoker.platform.registry import models as _registry_models  # noqa: F401
+from stoker.platform.tokens import models as _token_models  # noqa: F401
 
 config = context.config
 target_metadata = Base.metadata

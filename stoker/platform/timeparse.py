@@ -7,7 +7,7 @@ import re
 
 from stoker.errors import InvalidInput
 
-RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 ACCEPTED = "ISO 8601 (2026-01-31T12:00:00Z) or a duration ago (30s, 10m, 2h, 7d)"
 
@@ -17,7 +17,10 @@ def parse_time(value: str, option: str, now: dt.datetime | None = None) -> dt.da
     now = now or dt.datetime.now(dt.UTC)
     m = RELATIVE.match(value)
     if m:
-        return now - dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+        try:
+            return now - dt.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+        except OverflowError:
+            raise InvalidInput(f"{option} {value!r} reaches back before the year 1") from None
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

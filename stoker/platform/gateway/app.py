@@ -21,6 +21,7 @@ from stoker.platform.gateway.httputil import http_error_handler, internal_error_
 from stoker.platform.gateway.invoker import Invoker
 from stoker.platform.gateway.state import GatewayState
 from stoker.platform.registry.deploy import sync_projection
+from stoker.platform.tokens.store import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,14 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.deadletters",
     "stoker.platform.gateway.routes.cron",
     "stoker.platform.gateway.routes.queues",
+    "stoker.platform.gateway.routes.versions",
+    "stoker.platform.gateway.routes.tokens",
+    "stoker.platform.gateway.routes.metrics",
+    "stoker.platform.gateway.routes.openapi",
+    "stoker.platform.gateway.routes.lambda_api",
+    "stoker.platform.gateway.routes.fn",
+    # the routes functions declare in their manifests: matches every path, so it stays last
+    "stoker.platform.gateway.routes.function_routes",
 ]
 
 
@@ -46,7 +55,9 @@ def collect_routes() -> list[BaseRoute]:
 
 def create_app(ctx: PlatformContext, admin_token: str, advertise_url: str | None = None,
                rebuild_projection: bool = True) -> Starlette:
-    state = GatewayState(ctx=ctx, tokens=TokenVerifier(admin_token), invoker=Invoker(ctx))
+    token_store = TokenStore(ctx.engine) if ctx.engine is not None else None
+    tokens = TokenVerifier(admin_token, ctx.redis, ctx.keys, token_store)
+    state = GatewayState(ctx=ctx, tokens=tokens, invoker=Invoker(ctx))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -54,6 +65,7 @@ def create_app(ctx: PlatformContext, admin_token: str, advertise_url: str | None
         if rebuild_projection and ctx.registry is not None:
             await sync_projection(ctx)
         await ctx.directory.start()
+        await tokens.start()
         await state.invoker.start()
         announcer = asyncio.create_task(_announce(ctx, advertise_url)) if advertise_url else None
         state.ready = True
@@ -66,6 +78,7 @@ def create_app(ctx: PlatformContext, admin_token: str, advertise_url: str | None
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await announcer
             await state.invoker.stop()
+            await tokens.stop()
             await ctx.directory.stop()
 
     app = Starlette(

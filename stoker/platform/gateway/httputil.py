@@ -28,7 +28,7 @@ def raw_json_response(body: bytes, status: int = 200, headers: dict[str, str] | 
 async def read_body(request: Request, limit: int, what: str = "request body") -> bytes:
     """The whole body, refusing (413) as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the {what} is {int(declared):,} bytes; at most {limit:,} bytes are accepted")
     chunks: list[bytes] = []
     size = 0
@@ -38,6 +38,19 @@ async def read_body(request: Request, limit: int, what: str = "request body") ->
             raise PayloadTooLarge(f"the {what} is over {limit:,} bytes, the most accepted")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def query_flag(request: Request, name: str) -> bool:
+    """A true/false query parameter; anything else is refused rather than read as false."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return False
+    value = raw.lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise InvalidInput(f"{name}={raw!r} must be true or false")
 
 
 def _depth(value: Any, limit: int) -> int:

@@ -56,8 +56,8 @@ def _entry_name_problem(name: str) -> str | None:
 
 def _entry_kind_problem(info: zipfile.ZipInfo) -> str | None:
     mode = (info.external_attr >> 16) & 0xFFFF
-    if not mode:
-        return None
+    if not stat.S_IFMT(mode):
+        return None  # permission bits only (Python's writestr, many zip tools): a plain file
     if stat.S_ISLNK(mode):
         return "is a symbolic link (bundles may hold regular files only)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
@@ -262,3 +262,19 @@ class BundleStore:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def trash_bundle(store: BundleStore, code_hash: str) -> Path | None:
+    """Move a bundle aside (atomically) before deciding to delete it; None if it is gone."""
+    target = store.path(code_hash)
+    trashed = store.root / f".trash-{code_hash}-{os.getpid()}"
+    try:
+        os.rename(target, trashed)
+    except FileNotFoundError:
+        return None
+    return trashed
+
+
+def restore_bundle(store: BundleStore, code_hash: str, trashed: Path) -> None:
+    """Put a trashed bundle back (a deploy may have written the same content meanwhile: same bytes)."""
+    os.replace(trashed, store.path(code_hash))

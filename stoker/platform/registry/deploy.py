@@ -26,6 +26,7 @@ from stoker.platform.registry.bundles import (
     inspect_bundle,
     pack_directory,
 )
+from stoker.platform.registry.gc import bundle_claim
 from stoker.platform.registry.npm import install_node_dependencies
 
 #: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
@@ -109,13 +110,14 @@ async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | No
     check_handler_present(spec, info.files)
     registry = ctx.require_registry()
     assert ctx.bundles is not None
-    if not ctx.bundles.has(info.code_hash):
-        built = await asyncio.to_thread(build_bundle, data, info, spec)
-        if spec.runtime == "python" and "requirements.txt" in info.files:
-            built_info = await asyncio.to_thread(inspect_bundle, built)
-            check_handler_present(spec, built_info.files)
-        await asyncio.to_thread(ctx.bundles.put, info.code_hash, built)
-    version, created = await asyncio.to_thread(registry.record_deploy, spec, info.code_hash, deployed_by)
+    async with bundle_claim(ctx.redis, ctx.keys, info.code_hash):  # no collection removes it meanwhile
+        if not ctx.bundles.has(info.code_hash):
+            built = await asyncio.to_thread(build_bundle, data, info, spec)
+            if spec.runtime == "python" and "requirements.txt" in info.files:
+                built_info = await asyncio.to_thread(inspect_bundle, built)
+                check_handler_present(spec, built_info.files)
+            await asyncio.to_thread(ctx.bundles.put, info.code_hash, built)
+        version, created = await asyncio.to_thread(registry.record_deploy, spec, info.code_hash, deployed_by)
     state = await asyncio.to_thread(registry.state, spec.name)
     await projection.publish(ctx.redis, ctx.keys, state)
     ctx.directory.forget(spec.name)

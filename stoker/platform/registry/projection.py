@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ from stoker.platform.registry.store import FunctionState
 log = logging.getLogger(__name__)
 
 LATEST = "$LATEST"
+#: a deleted version's spec stays readable this long, so that events already accepted for it
+#: (in flight, or retries) can still run; it can no longer be invoked
+DELETED_SPEC_TTL_S = 3600
 
 
 def version_spec_json(state: FunctionState, version: int) -> bytes:
@@ -57,7 +61,7 @@ async def publish(redis: aioredis.Redis, keys: Keys, state: FunctionState) -> No
         pipe.set(keys.function_version(state.name, str(number)), version_spec_json(state, number))
     if old_versions:
         for gone in set(orjson.loads(old_versions)) - set(state.versions):
-            pipe.delete(keys.function_version(state.name, str(gone)))
+            pipe.expire(keys.function_version(state.name, str(gone)), DELETED_SPEC_TTL_S)
     pipe.sadd(keys.functions, state.name)
     pipe.publish(keys.registry_channel, state.name)
     await pipe.execute()
@@ -67,7 +71,7 @@ async def unpublish(redis: aioredis.Redis, keys: Keys, name: str) -> None:
     versions = await redis.hget(keys.function(name), "versions")
     pipe = redis.pipeline(transaction=True)
     for number in orjson.loads(versions) if versions else []:
-        pipe.delete(keys.function_version(name, str(number)))
+        pipe.expire(keys.function_version(name, str(number)), DELETED_SPEC_TTL_S)
     pipe.delete(keys.function(name))
     pipe.srem(keys.functions, name)
     pipe.publish(keys.registry_channel, name)
@@ -119,6 +123,11 @@ class FunctionDirectory:
         self._specs: dict[tuple[str, str], dict[str, Any]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
+        self._on_change: list[Callable[[str | None], None]] = []
+
+    def on_change(self, callback: Callable[[str | None], None]) -> None:
+        """Call `callback(name)` whenever a function changes (None: anything may have changed)."""
+        self._on_change.append(callback)
 
     async def start(self) -> None:
         """Listen for changes so that cached entries are dropped the moment they change."""
@@ -138,6 +147,8 @@ class FunctionDirectory:
             self._entries.clear()
         else:
             self._entries.pop(name, None)
+        for callback in self._on_change:
+            callback(name)
 
     async def _listen(self) -> None:
         while not self._stopping:
@@ -206,7 +217,7 @@ class FunctionDirectory:
         alias = None
         if qualifier is None or qualifier == LATEST:
             version = entry.latest
-        elif qualifier.isdigit():
+        elif qualifier.isascii() and qualifier.isdigit():
             version = str(int(qualifier))
             if version not in entry.versions:
                 raise NotFound(f"function {name!r} has no version {qualifier}: see `stoker versions {name}`")

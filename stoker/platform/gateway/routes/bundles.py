@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.state import authorize
 
 
@@ -19,3 +20,11 @@ async def bundle_route(request: Request) -> Response:
 
 
 routes = [Route("/api/bundles/{hash}", bundle_route, methods=["GET"])]
+
+openapi = {
+    "/api/bundles/{hash}": {
+        "get": O.operation("A stored bundle by content hash (nodes on other machines fetch here)", "admin",
+                           {"200": ("the zip", None)}, errors=("404",), tag="platform",
+                           parameters=[O.path_param("hash", {"type": "string", "pattern": "^[0-9a-f]{64}$"})]),
+    },
+}

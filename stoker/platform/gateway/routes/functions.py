@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from stoker.errors import InvalidInput
 from stoker.platform.envelope import SYNC_PAYLOAD_LIMIT
-from stoker.platform.gateway.httputil import check_json, json_response, raw_json_response, read_body
+from stoker.platform.gateway import openapi as O
+from stoker.platform.gateway.httputil import check_json, json_response, query_flag, raw_json_response, read_body
 from stoker.platform.gateway.state import authorize
 from stoker.platform.registry.bundles import MAX_ZIP
 from stoker.platform.registry.deploy import deploy_bundle
@@ -73,7 +74,7 @@ async def show_function(request: Request) -> Response:
 
 
 def _is_async(request: Request) -> bool:
-    flag = request.query_params.get("async", "").lower() in ("1", "true", "yes")
+    flag = query_flag(request, "async")
     return flag or request.headers.get("x-stoker-invocation-type", "").lower() == "event"
 
 
@@ -100,3 +101,34 @@ routes = [
 ]
 
 
+
+_name = O.path_param("name", O.NAME, "the function")
+openapi = {
+    "/api/functions": {
+        "post": O.operation(
+            "Deploy a bundle (a zip of a function folder with stoker.toml)", "deploy",
+            {"201": ("a new version was made", O.ref("Deployed")),
+             "200": ("the newest version has this exact code and configuration already", O.ref("Deployed"))},
+            errors=("400", "413"),
+            body={"required": True, "content": {"application/zip": {"schema": {"type": "string",
+                                                                               "format": "binary"}}}}),
+        "get": O.operation("Every function with its newest version", "read",
+                           {"200": ("the functions", O.array(O.ref("Function")))}),
+    },
+    "/api/functions/{name}": {
+        "get": O.operation("One function with its versions", "read",
+                           {"200": ("the function", O.ref("FunctionDetail"))}, errors=("404",),
+                           parameters=[_name]),
+    },
+    "/api/functions/{name}/invoke": {
+        "post": O.operation(
+            "Invoke a function (sync by default)", "invoke",
+            {"200": ("the function's result; its error, with X-Stoker-Function-Error: Unhandled", O.ANY_JSON),
+             "202": ("queued (async): the invocation id", O.ref("Accepted"))},
+            errors=("400", "404", "413", "429"),
+            parameters=[O.path_param("name", O.NAME, "the function (name:qualifier works too)"),
+                        O.query_param("qualifier", None, "a version number, an alias, or $LATEST"),
+                        O.query_param("async", O.BOOLEAN, "queue the event and answer 202")],
+            body=O.json_body(O.ANY_JSON, required=False)),
+    },
+}

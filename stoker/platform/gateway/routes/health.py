@@ -52,3 +52,13 @@ async def healthz(request: Request) -> Response:
 
 
 routes = [Route("/healthz", healthz, methods=["GET"])]
+
+openapi = {
+    "/healthz": {"get": {
+        "summary": "Is the gateway ready, and can it reach Redis and the database", "tags": ["platform"],
+        "security": [],
+        "responses": {code: {"description": text, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Health"}}}}
+            for code, text in (("200", "healthy"), ("503", "starting, or Redis or the database is unreachable"))},
+    }},
+}

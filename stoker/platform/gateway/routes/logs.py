@@ -15,7 +15,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
-from stoker.platform.gateway.httputil import json_response
+from stoker.platform.gateway import openapi as O
+from stoker.platform.gateway.httputil import json_response, query_flag
 from stoker.platform.gateway.state import authorize
 from stoker.platform.logstream import follow, read_logs
 from stoker.platform.timeparse import parse_time
@@ -28,14 +29,14 @@ async def logs_route(request: Request) -> Response:
     q = request.query_params
     tail = None
     if q.get("tail"):
-        if not q["tail"].isdigit():
+        if not (q["tail"].isascii() and q["tail"].isdigit()):
             raise InvalidInput(f"tail {q['tail']!r} is not a whole number")
         tail = int(q["tail"])
     since_ms = int(parse_time(q["since"], "since").timestamp() * 1000) if q.get("since") else None
     request_id = q.get("request_id")
     lines, last = await read_logs(g.ctx.redis, g.ctx.keys, name, since_ms=since_ms, tail=tail,
                                   request_id=request_id)
-    if q.get("follow", "").lower() not in ("1", "true", "yes"):
+    if not query_flag(request, "follow"):
         return json_response({"lines": [line.to_json() for line in lines], "next": last})
 
     async def stream() -> AsyncIterator[bytes]:
@@ -49,3 +50,15 @@ async def logs_route(request: Request) -> Response:
 
 
 routes = [Route("/api/functions/{name}/logs", logs_route, methods=["GET"])]
+
+openapi = {
+    "/api/functions/{name}/logs": {
+        "get": O.operation(
+            "A function's log lines (with follow=true: NDJSON as they are written)", "read",
+            {"200": ("the lines, and the position to read on from", O.ref("Logs"))}, errors=("400", "404"),
+            tag="ledger",
+            parameters=[O.path_param("name", O.NAME), O.query_param("tail", {"type": "integer", "minimum": 0}),
+                        O.query_param("since", O.WHEN, "ISO 8601, or a duration ago"),
+                        O.query_param("request_id"), O.query_param("follow", O.BOOLEAN)]),
+    },
+}

@@ -1,0 +1,200 @@
+"""The OpenAPI document of the management API, assembled from the route modules.
+
+Each route module documents its own operations beside their handlers, in a module-level
+`openapi` dict (path -> method -> operation), written with `operation()` below; shared
+schemas live in `SCHEMAS`. `/openapi.json` merges them in the gateway's route order, so
+a new route module documents itself by exporting `openapi`. Function routes (`/fn/...`,
+manifest routes) and the Lambda API (documented by AWS) are not part of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from stoker import __version__
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    if isinstance(schema.get("type"), str):
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+def obj(required: list[str], properties: dict[str, Schema], additional: bool | Schema = False) -> Schema:
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": additional}
+
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+NUMBER: Schema = {"type": "number"}
+BOOLEAN: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+ANY_JSON: Schema = {}
+#: a point in time as parse_time takes it: RFC 3339, or a duration ago
+WHEN: Schema = {"anyOf": [{"type": "string", "format": "date-time"},
+                          {"type": "string", "pattern": "^[0-9]{1,6}(s|m|h|d|w)$"},
+                          {"type": "string", "maxLength": 0, "description": "empty: not given"}]}
+ALIAS: Schema = {"type": "string", "pattern": "^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$"}
+#: a published version, as a number or a string of digits
+VERSION_NUMBER: Schema = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                                    {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}]}
+#: a function name, optionally with :qualifier where the route resolves qualifiers
+NAME: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+
+_VERSION_PROPS: dict[str, Schema] = {
+    "function": STRING, "version": STRING, "code_hash": STRING, "deployed_at": TIME,
+    "deployed_by": nullable(STRING), "runtime": STRING, "handler": STRING, "memory": INTEGER, "timeout": NUMBER,
+}
+_ALIAS_STATE = obj(["version", "weights"], {"version": STRING, "weights": {"type": "object",
+                                                                             "additionalProperties": NUMBER}})
+_ALIAS_PROPS: dict[str, Schema] = {
+    "function": STRING, "alias": STRING, "version": STRING,
+    "weights": {"type": "object", "additionalProperties": NUMBER},
+    "previous": nullable(_ALIAS_STATE), "updated_at": nullable(TIME),
+}
+_FUNCTION_PROPS: dict[str, Schema] = {
+    "name": STRING, "version": STRING, "runtime": STRING, "handler": STRING, "memory": INTEGER,
+    "timeout": NUMBER, "concurrency": nullable(INTEGER), "description": STRING, "triggers": array(STRING),
+    "code_hash": STRING, "deployed_at": TIME, "aliases": {"type": "object", "additionalProperties": STRING},
+}
+_TOKEN_PROPS: dict[str, Schema] = {
+    "name": STRING, "rights": array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]}),
+    "created_at": TIME, "created_by": nullable(STRING), "revoked_at": nullable(TIME),
+}
+_INVOCATION_PROPS: dict[str, Schema] = {
+    "id": STRING, "function": STRING, "version": nullable(STRING), "qualifier": nullable(STRING), "status": STRING,
+    "trigger": nullable(STRING), "invocation_type": nullable(STRING), "received_at": nullable(TIME),
+    "started_at": nullable(TIME), "ended_at": nullable(TIME), "duration_ms": nullable(NUMBER),
+    "billed_ms": nullable(INTEGER), "memory_mb": nullable(INTEGER), "max_memory_mb": nullable(INTEGER),
+    "init_ms": nullable(NUMBER), "cold": nullable(BOOLEAN), "node": nullable(STRING),
+    "error_type": nullable(STRING), "error_message": nullable(STRING), "payload_size": nullable(INTEGER),
+    "result_size": nullable(INTEGER),
+}
+_ATTEMPT = obj(["attempt", "outcome"], {
+    "attempt": INTEGER, "node": nullable(STRING), "worker": nullable(STRING), "started_at": nullable(TIME),
+    "ended_at": nullable(TIME), "duration_ms": nullable(NUMBER), "init_ms": nullable(NUMBER), "outcome": STRING,
+    "error_type": nullable(STRING), "error_message": nullable(STRING)})
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj(["error", "code"], {"error": STRING, "code": STRING}),
+    "Health": obj(["status", "redis"], {"status": {"type": "string", "enum": ["ok", "starting", "degraded"]},
+                                        "redis": STRING, "database": STRING}, additional=STRING),
+    "Function": obj(list(_FUNCTION_PROPS), _FUNCTION_PROPS),
+    "FunctionDetail": obj([*_FUNCTION_PROPS, "versions"], {**_FUNCTION_PROPS, "versions": array(ref("Version"))}),
+    "Version": obj(list(_VERSION_PROPS), _VERSION_PROPS),
+    "VersionListed": obj([*_VERSION_PROPS, "latest", "aliases"],
+                         {**_VERSION_PROPS, "latest": BOOLEAN, "aliases": array(STRING)}),
+    "Deployed": obj(["function", "version", "created", "code_hash", "message"],
+                    {"function": STRING, "version": STRING, "created": BOOLEAN, "code_hash": STRING,
+                     "message": STRING}),
+    "Accepted": obj(["id", "function", "version"], {"id": STRING, "function": STRING, "version": STRING}),
+    "Alias": obj(list(_ALIAS_PROPS), _ALIAS_PROPS),
+    "AliasChanged": obj([*_ALIAS_PROPS, "message"], {**_ALIAS_PROPS, "message": STRING}),
+    "AliasSet": obj(["version"], {"version": VERSION_NUMBER,
+                                   "weights": {"type": "object", "propertyNames": {"pattern": "^[1-9][0-9]{0,8}$"},
+                                               "additionalProperties": {"type": "number", "minimum": 0,
+                                                                        "maximum": 1},
+                                               "description": "version -> share; the shares add up to 1 at most"}}),
+    "RollbackRequest": obj([], {"alias": nullable(ALIAS), "to": nullable(VERSION_NUMBER)}),
+    "RolledBack": obj(["function", "alias", "version", "previous", "weights", "created", "changed", "message"],
+                      {"function": STRING, "alias": nullable(STRING), "version": STRING, "previous": STRING,
+                       "weights": {"type": "object", "additionalProperties": NUMBER}, "created": nullable(STRING),
+                       "changed": BOOLEAN, "message": STRING}),
+    "Deleted": obj(["function", "versions", "latest", "bundles_removed", "message"],
+                   {"function": STRING, "versions": array(STRING), "latest": nullable(STRING),
+                    "bundles_removed": INTEGER, "message": STRING}),
+    "Token": obj(list(_TOKEN_PROPS), _TOKEN_PROPS),
+    "TokenCreated": obj([*_TOKEN_PROPS, "token"], {**_TOKEN_PROPS, "token": STRING}),
+    "TokenRequest": obj(["name", "rights"], {
+        "name": {"type": "string", "pattern": "^(?!admin$)[A-Za-z0-9_.-]{1,64}$"},
+        "rights": {**array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]}), "minItems": 1}}),
+    "Invocation": obj([*_INVOCATION_PROPS, "attempts"], {**_INVOCATION_PROPS, "attempts": nullable(INTEGER)}),
+    "InvocationDetail": obj([*_INVOCATION_PROPS, "attempts", "attempt_count", "logs"], {
+        **_INVOCATION_PROPS, "attempts": array(_ATTEMPT), "attempt_count": nullable(INTEGER),
+        "payload": nullable(STRING), "result": nullable(STRING), "logs": array(STRING)}),
+    "LogLine": obj(["timestamp", "request_id", "message"], {"timestamp": INTEGER, "request_id": nullable(STRING),
+                                                             "message": STRING}),
+    "Logs": obj(["lines", "next"], {"lines": array(ref("LogLine")), "next": nullable(STRING)}),
+}
+
+#: the status codes each error means, as every route answers them (JSON `Error`)
+ERRORS = {
+    "400": "bad input: malformed JSON or a value out of range",
+    "401": "no token, or one that is not valid",
+    "403": "the token lacks the right this operation needs",
+    "404": "no such function, version, alias or invocation",
+    "409": "the operation conflicts with the current state",
+    "413": "the body is over its size limit",
+    "429": "throttled: over a concurrency limit",
+    "503": "Redis or the database is not reachable",
+}
+
+
+def json_content(schema: Schema) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def operation(summary: str, right: str | None, responses: dict[str, tuple[str, Schema | None]],
+              errors: tuple[str, ...] = (), parameters: list[dict[str, Any]] | None = None,
+              body: dict[str, Any] | None = None, tag: str = "functions") -> dict[str, Any]:
+    """One operation. `right`: the token right needed (None: no token). `errors`: status codes
+    beyond 401/403 (added when a right is needed) that this operation answers with `Error`."""
+    out: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {}}
+    if right is None:
+        out["security"] = []
+    else:
+        out["description"] = f"Needs a token with the `{right}` right (or `admin`)."
+    for status, (text, schema) in responses.items():
+        out["responses"][status] = {"description": text, **({"content": json_content(schema)} if schema else {})}
+    codes = (*errors, *(("401", "403") if right is not None else ()), "503")
+    for status in sorted(set(codes)):
+        out["responses"][status] = {"description": ERRORS[status], "content": json_content(ref("Error"))}
+    if parameters:
+        out["parameters"] = parameters
+    if body is not None:
+        out["requestBody"] = body
+    return out
+
+
+def path_param(name: str, schema: Schema | None = None, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STRING, "description": description}
+
+
+def query_param(name: str, schema: Schema | None = None, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema or STRING, "description": description}
+
+
+def json_body(schema: Schema, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": json_content(schema)}
+
+
+def build_spec(route_modules: list[str], server_url: str | None = None) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for name in route_modules:
+        for path, methods in getattr(importlib.import_module(name), "openapi", {}).items():
+            paths.setdefault(path, {}).update(methods)
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "stoker", "version": __version__,
+                 "description": "The management API of stoker, a self-hosted function platform. Send "
+                                "`Authorization: Bearer <token>`; the admin token is in $STOKER_HOME/endpoint.json "
+                                "and `stoker token create` makes others."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+    }
+    if server_url:
+        spec["servers"] = [{"url": server_url}]
+    return spec
