@@ -1,14 +1,17 @@
 """Bearer tokens: who may call the gateway.
 
 The admin token (STOKER_TOKEN, or the one generated for STOKER_HOME) is always
-accepted. Tokens are compared in constant time.
+accepted. Tokens are compared in constant time. Every path under /api/ needs a valid
+token before it is routed (`ManagementTokens`); each route then checks its right.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from stoker.errors import Unauthorized
@@ -52,3 +55,33 @@ class TokenVerifier:
         if principal is None:
             raise Unauthorized("the token is not valid: check STOKER_TOKEN or $STOKER_HOME/endpoint.json")
         return principal
+
+
+#: paths whose every route needs a valid token, checked before routing: a route that
+#: forgets to authorize still answers 401
+PROTECTED_PREFIXES = ("/api/",)
+PRINCIPAL_SCOPE_KEY = "stoker.principal"
+
+
+class ManagementTokens:
+    """ASGI middleware: a valid bearer token for every path under PROTECTED_PREFIXES."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(PROTECTED_PREFIXES) or path + "/" in PROTECTED_PREFIXES):
+            request = Request(scope)
+            verifier: TokenVerifier = scope["app"].state.gateway.tokens
+            try:
+                scope[PRINCIPAL_SCOPE_KEY] = await verifier.authenticate(request)
+            except Unauthorized as e:
+                body = orjson.dumps(e.to_json())
+                await send({"type": "http.response.start", "status": e.status_code,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
