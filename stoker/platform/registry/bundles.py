@@ -74,8 +74,8 @@ def _normalised(name: str) -> str:
 
 def _entry_kind_problem(info: zipfile.ZipInfo) -> str | None:
     mode = (info.external_attr >> 16) & 0xFFFF
-    if not mode:
-        return None
+    if not stat.S_IFMT(mode):
+        return None  # no file type recorded (zips made on Windows, or by Python's writestr): a file or a folder
     if stat.S_ISLNK(mode):
         return "is a symbolic link (bundles may hold regular files only)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
