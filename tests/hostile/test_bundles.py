@@ -65,7 +65,7 @@ def overlapping_bomb(copies: int = 400) -> bytes:
               + b"zero0" + packed)
     central = io.BytesIO()
     count = 0
-    for name, offset, body, method, body_crc, size in heads:
+    for name, offset, _body, method, body_crc, size in heads:
         central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0, body_crc, size, size,
                                   len(name), 0, 0, 0, 0, 0, offset) + name.encode())
         count += 1

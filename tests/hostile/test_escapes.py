@@ -61,7 +61,8 @@ def handler(event, context):
         "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
         "no_new_privs": status.get("NoNewPrivs", "").strip(),
         "task_root": os.environ["LAMBDA_TASK_ROOT"], "task_files": sorted(os.listdir(os.environ["LAMBDA_TASK_ROOT"])),
-        "tmp": os.environ["TMPDIR"], "cwd": os.getcwd(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "tmp": os.environ["TMPDIR"], "cwd": os.getcwd(),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         "write_task_root": _try_write(os.path.join(os.environ["LAMBDA_TASK_ROOT"], "planted.py")),
         "write_root": _try_write("/planted"),
     }
