@@ -181,7 +181,7 @@ def test_scheduler_killed_mid_burst_loses_nothing(cluster: Cluster, make_functio
 def test_worker_killed_mid_invocation(cluster: Cluster, make_function) -> None:
     cluster.start(nodes=1, slots=2)
     source = 'import os, time\ndef handler(event, context):\n' \
-             '    open(os.environ["TMPDIR"] + "/../pid", "w").write(str(os.getpid()))\n' \
+             '    open(os.environ["TMPDIR"] + "/pid", "w").write(str(os.getpid()))\n' \
              '    if not event.get("quick"):\n        time.sleep(5)\n    return "ok"\n'
     cluster.cli("deploy", str(make_function("victim", source, "timeout = 10\nretry_delay = 0.2")), check=True)
     c = cluster.client()
