@@ -167,12 +167,17 @@ def _network_namespaces_work() -> bool:
 def _try_worker_view(shared: mountview.SharedRoot, uid_base: int, network: bool) -> str:
     """In a child that is PID 1 of a new PID namespace, do what a namespace worker does."""
     r, w = os.pipe()
-    with linux.children_in_new_pid_namespace():
+    if mountview.in_user_namespace():
         pid = os.fork()
+    else:
+        with linux.children_in_new_pid_namespace():
+            pid = os.fork()
     if pid == 0:
         message = b"ok"
         try:
             os.close(r)
+            if os.getpid() != 1:
+                sandbox.fork_into_new_pid_namespace()  # returns in the new namespace's init
             host_pid = linux.host_pid_and_parent()[0]
             uid = sandbox.worker_uid(uid_base, host_pid)
             linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | (linux.CLONE_NEWNET if network else 0))

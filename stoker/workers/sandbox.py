@@ -243,8 +243,13 @@ def _reroute_imports(mapping: dict[str, str]) -> None:
 def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any], log_fd: int,
                       keep_fds: tuple[int, ...]) -> dict[str, str]:
     shared = mountview.current()
-    if shared is None or os.getpid() != 1:
-        raise SandboxError("namespace isolation needs the zygote to fork the worker into a new PID namespace")
+    if shared is None:
+        raise SandboxError("namespace isolation needs the zygote to prepare the workers' file system view")
+    parent = int(spec.get("_parent_pid") or 0)
+    if os.getpid() != 1:
+        # without root the zygote cannot fork straight into a new PID namespace (it could
+        # not come back to its own): this process makes one, and waits for its init
+        parent = fork_into_new_pid_namespace()
     stat_fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)  # the host's view, kept past the pivot
     host_pid = int(os.pread(stat_fd, 64, 0).split(b" ", 1)[0])
     uid = worker_uid(isolation.get("uid_base"), host_pid)
@@ -263,11 +268,45 @@ def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any], log_fd: i
         raise SandboxError(f"cannot isolate the worker in namespaces: {e}") from None
     worker = os.fork()
     if worker:
-        _serve_as_init(worker, uid, int(spec.get("_parent_pid") or 0), stat_fd)
+        _serve_as_init(worker, uid, parent, stat_fd)
     os.close(stat_fd)
     die_with_parent()
     drop_privileges(uid)
     return {spec["task_root"]: TASK_ROOT, spec["workdir"]: "/tmp", spec.get("tmpdir") or spec["workdir"]: "/tmp"}
+
+
+def fork_into_new_pid_namespace() -> int:
+    """Fork the namespace's init and wait for it, passing on its exit status. Returns (in the
+    init) the pid of this process, the init's parent."""
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+    except OSError as e:
+        raise SandboxError(f"cannot create a PID namespace: {e}") from None
+    me = os.getpid()
+    init = os.fork()
+    if init == 0:
+        die_with_parent()
+        if linux.host_pid_and_parent()[1] != me:  # getppid() says 0 across the namespace boundary
+            os._exit(1)
+        return me
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, 65536)
+    code = 1
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(init, 0)
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+            code = os.waitstatus_to_exitcode(status)
+            code = SIGNAL_EXIT_BASE - code if code < 0 else code
+            break
+    finally:
+        os._exit(code)
 
 
 def _serve_as_init(worker: int, uid: int | None, parent: int, stat_fd: int) -> None:
@@ -319,6 +358,9 @@ def forking_for(spec: dict[str, Any]) -> Any:
     if spec.get("mode") == "exec" and spec.get("argv"):
         extra.append(runtime_prefix(str(spec["argv"][0])))
     mountview.shared_root(str(isolation["root_dir"]), isolation.get("hidden") or (), extra)
+    if mountview.in_user_namespace():
+        yield  # the child makes its PID namespace itself (see fork_into_new_pid_namespace)
+        return
     with linux.children_in_new_pid_namespace():
         yield
 
