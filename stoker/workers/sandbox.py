@@ -166,10 +166,10 @@ def apply(spec: dict[str, Any], log_fd: int, keep_fds: tuple[int, ...]) -> None:
     _own_session_and_fds(log_fd, keep_fds)
     os.umask(0o022)
     if isolation.get("level") == "namespace":
-        mapping = _enter_namespaces(spec, isolation, log_fd, keep_fds)
+        mapping = _enter_namespaces(spec, isolation)
         extra_processes = 1  # the init counts against the worker's uid
     else:
-        mapping = _process_level(spec, isolation, keep_fds)
+        mapping = _process_level(spec, isolation)
         extra_processes = 0
     _environment(spec, mapping)
     _limits(spec, extra_processes)
@@ -185,7 +185,7 @@ def _open_path(path: str) -> int | None:
         return None
 
 
-def _process_level(spec: dict[str, Any], isolation: dict[str, Any], keep_fds: tuple[int, ...]) -> dict[str, str]:
+def _process_level(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[str, str]:
     if not isolation.get("network", True):
         try:
             linux.unshare(linux.CLONE_NEWNET)
@@ -204,10 +204,10 @@ def _process_level(spec: dict[str, Any], isolation: dict[str, Any], keep_fds: tu
             os.chown(d, uid, uid)
     # paths the worker may not be able to walk to once it has its own uid (the data
     # directory is closed to it): held open now, reached later through /proc/<pid>/fd
-    reachable = [spec["task_root"], workdir]
-    if spec.get("mode", "fork") == "fork":
+    reachable = [spec["task_root"], workdir] if uid is not None else []
+    if uid is not None and spec.get("mode", "fork") == "fork":
         reachable += [p for p in sys.path if p and os.path.isdir(p)]
-    elif spec.get("argv"):
+    elif uid is not None and spec.get("argv"):
         reachable.append(os.path.dirname(os.path.abspath(str(spec["argv"][0]))))
     held = {p: fd for p in dict.fromkeys(reachable) if (fd := _open_path(p)) is not None}
     os.chdir(workdir)
@@ -240,8 +240,7 @@ def _reroute_imports(mapping: dict[str, str]) -> None:
 
 # -- namespace level -------------------------------------------------------------------------
 
-def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any], log_fd: int,
-                      keep_fds: tuple[int, ...]) -> dict[str, str]:
+def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[str, str]:
     shared = mountview.current()
     if shared is None:
         raise SandboxError("namespace isolation needs the zygote to prepare the workers' file system view")
