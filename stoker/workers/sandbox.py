@@ -228,14 +228,25 @@ def _process_level(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[str,
     return mapping
 
 
+_package_paths: list[list[str]] | None = None
+
+
+def package_paths() -> list[list[str]]:
+    """The `__path__` of every package imported so far. Gathered once, in the zygote: walking
+    every module in each new worker would copy much of the shared heap (copy-on-write)."""
+    global _package_paths
+    if _package_paths is None:
+        _package_paths = [p for m in list(sys.modules.values()) if isinstance(p := getattr(m, "__path__", None), list)]
+    return _package_paths
+
+
 def _reroute_imports(mapping: dict[str, str]) -> None:
     """Point the import system at the held descriptors for directories the uid cannot walk to."""
     sys.path[:] = [_remap(p, mapping) for p in sys.path]
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__path__", None)
-        if isinstance(path, list):
-            path[:] = [_remap(p, mapping) for p in path]
-    sys.path_importer_cache.clear()
+    for path in package_paths():
+        path[:] = [_remap(p, mapping) for p in path]
+    for stale in [p for p in sys.path_importer_cache if _remap(p, mapping) != p]:
+        del sys.path_importer_cache[stale]
 
 
 # -- namespace level -------------------------------------------------------------------------
@@ -351,6 +362,8 @@ def forking_for(spec: dict[str, Any]) -> Any:
     isolation = spec.get("isolation") or {}
     spec["_parent_pid"] = os.getpid()
     if isolation.get("level") != "namespace":
+        if os.geteuid() == 0 and spec.get("mode", "fork") == "fork":
+            package_paths()
         yield
         return
     extra = [str(b) for b in isolation.get("binds") or ()]
