@@ -282,8 +282,11 @@ def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, s
                  "hosts": _host_file("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
                  "resolv.conf": _host_file("/etc/resolv.conf", "")}
         for name, text in files.items():
-            with open(f"{root}/run/stoker/{name}", "w") as f:
-                f.write(text)
+            fd = os.open(f"{root}/run/stoker/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
         linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
         linux.bind_readonly(task_root, root + TASK_ROOT)
         os.chdir(root)
