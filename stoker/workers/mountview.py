@@ -156,6 +156,8 @@ class SharedRoot:
         for name, target in DEV_LINKS:
             _link(root, f"/dev/{name}", target)
         for name in DEVICES:
+            if not os.path.exists(f"/dev/{name}"):
+                continue
             where = f"{root}/dev/{name}"
             _make_mountpoint(where, is_dir=False)
             linux.mount(f"/dev/{name}", where, None, linux.MS_BIND)
