@@ -62,6 +62,17 @@ def _worker_path() -> str:
     return ":".join(seen)
 
 
+def trigger_folders(spec: dict[str, Any]) -> list[str]:
+    """Host folders the function must read: those its files triggers watch (the events name
+    files in them). A namespace worker sees them read-only; no other function does."""
+    folders: list[str] = []
+    for trigger in spec.get("triggers") or ():
+        if isinstance(trigger, dict) and trigger.get("type") == "files":
+            paths = trigger.get("paths") or [trigger.get("path")]
+            folders += [str(p) for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    return folders
+
+
 def cpu_budget(timeout: float) -> int:
     """CPU seconds one process of a worker may use in one invocation: every core for the
     whole timeout, and a second more (the wall-clock timeout is the limit that matters; this
@@ -89,6 +100,7 @@ class Launcher:
         t0 = time.perf_counter()
         try:
             isolation = self.isolation.for_function(spec.get("isolation", "auto"), bool(spec.get("network", True)))
+            isolation["function_binds"] = trigger_folders(spec)
         except IsolationUnavailable as e:
             raise InitFailed({"errorType": "Sandbox.Unavailable",
                               "errorMessage": f"node {self.node_name}: {e}"}, 0.0) from None

@@ -11,6 +11,8 @@
     /proc                        of the worker's own PID namespace: only its processes
     /dev                         null, zero, full, random, urandom
     /run                         the worker's own small tmpfs (root-owned)
+    <its function's folders>     read-only, at the same path: the folders its files
+                                 triggers watch (other functions see an empty folder there)
 
 Nothing else of the host exists: no data directory, no home directories, no other bundle.
 
@@ -69,18 +71,24 @@ class Layout:
         real = os.path.realpath(path)
         return any(_within(real, d) for d in self.dirs)
 
-    def add_dir(self, path: str) -> bool:
-        """Add a host directory (a runtime's installation). False when refused or already covered."""
+    def exposable(self, path: str) -> str | None:
+        """The real path of a host directory workers may see; None for a whole top-level
+        folder, or one that holds or is inside the data directory."""
         if not path or not os.path.isabs(path) or not os.path.isdir(path):
-            return False
+            return None
         real = os.path.realpath(path)
         if real in TOO_BROAD or (real.count("/") < 2 and real not in SYSTEM_DIRS):
-            return False
+            return None
         if any(_within(real, h) or _within(h, real) for h in self.hidden):
             print(f"stoker sandbox: not exposing {path} to workers: it holds or is inside the data directory",
                   file=sys.stderr)
-            return False
-        if self.covers(real):
+            return None
+        return real
+
+    def add_dir(self, path: str) -> bool:
+        """Add a host directory (a runtime's installation). False when refused or already covered."""
+        real = self.exposable(path)
+        if real is None or self.covers(real):
             return False
         self.dirs = [d for d in self.dirs if not _within(d, real)] + [real]
         if path != real and not self.covers(os.path.dirname(path)):
@@ -142,6 +150,9 @@ class SharedRoot:
         self.path = path
         self.layout = layout
         self._bound: set[str] = set()
+        #: empty folders where a worker binds a host folder of its own function (e.g. the
+        #: folder a files trigger watches): other functions' workers see them empty
+        self.mountpoints: set[str] = set()
 
     def build(self) -> None:
         root = self.path
@@ -185,6 +196,20 @@ class SharedRoot:
         """The skeleton's own tmpfs read-only: workers share it and must not write to it."""
         linux.mount(None, self.path, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV,
                     "mode=0755")
+
+    def add_mountpoints(self, dirs: Iterable[str]) -> list[str]:
+        """Make room for per-worker folders; returns the real paths a worker may bind."""
+        wanted = [real for d in dirs if (real := self.layout.exposable(d)) and not self.layout.covers(real)]
+        new = [d for d in wanted if d not in self.mountpoints]
+        if new:
+            linux.mount(None, self.path, None, linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV, "mode=0755")
+            try:
+                for d in new:
+                    _make_mountpoint(self.path + d, is_dir=True)
+                    self.mountpoints.add(d)
+            finally:
+                self._seal()
+        return wanted
 
     def extend(self, dirs: Iterable[str]) -> None:
         """Add runtime directories a spawn asks for (e.g. a Node.js installation)."""
@@ -267,7 +292,8 @@ def _host_file(path: str, fallback: str) -> str:
         return fallback
 
 
-def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, shm_mb: int) -> None:
+def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, shm_mb: int,
+          binds: Iterable[str] = ()) -> None:
     """Mount this worker's own parts onto the skeleton and make it the root (needs a new mount
     namespace, and a new PID namespace for /proc). Run before dropping privileges."""
     root = shared.path
@@ -291,6 +317,11 @@ def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, s
                 os.close(fd)
         linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
         linux.bind_readonly(task_root, root + TASK_ROOT)
+        for folder in binds:
+            if folder in shared.mountpoints:
+                # under the worker's own /tmp or /run the skeleton's folder is hidden: make it again
+                os.makedirs(root + folder, mode=0o755, exist_ok=True)
+                linux.bind_readonly(folder, root + folder)
         os.chdir(root)
         linux.pivot_root(".", ".")
         linux.umount(".", linux.MNT_DETACH)

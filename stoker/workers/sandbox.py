@@ -271,7 +271,7 @@ def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[s
         linux.unshare(flags)
         memory = int(spec.get("memory", 128))
         mountview.enter(shared, spec["task_root"], own_uid, own_gid, tmp_mb=int(isolation.get("tmp_mb", 512)),
-                        shm_mb=min(memory, 64))
+                        shm_mb=min(memory, 64), binds=isolation.get("function_binds") or ())
         if flags & linux.CLONE_NEWNET:
             linux.loopback_up()
     except (OSError, MountViewError) as e:
@@ -369,7 +369,8 @@ def forking_for(spec: dict[str, Any]) -> Any:
     extra = [str(b) for b in isolation.get("binds") or ()]
     if spec.get("mode") == "exec" and spec.get("argv"):
         extra.append(runtime_prefix(str(spec["argv"][0])))
-    mountview.shared_root(str(isolation["root_dir"]), isolation.get("hidden") or (), extra)
+    shared = mountview.shared_root(str(isolation["root_dir"]), isolation.get("hidden") or (), extra)
+    isolation["function_binds"] = shared.add_mountpoints(isolation.get("function_binds") or ())
     if mountview.in_user_namespace():
         yield  # the child makes its PID namespace itself (see fork_into_new_pid_namespace)
         return
