@@ -2,8 +2,8 @@
 
     the request line (path and query)   8 KB     -> 414
     headers                             100 of them, 32 KB in all -> 431
-    the body                            7 MB by default (a 6 MB invocation payload and its
-                                        framing); routes that take more register a larger cap
+    the body                            6 MB and 64 KB by default (a 6 MB invocation payload
+                                        and its framing); routes that take more register a larger cap
                                         with `allow_large_body` (deploying a bundle: 100 MB)
                                         -> 413, from the declared Content-Length before
                                         reading, or as soon as the streamed body passes it
@@ -32,7 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_TARGET = 8 * 1024
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 32 * 1024
-DEFAULT_MAX_BODY = SYNC_PAYLOAD_LIMIT + 1024 * 1024
+DEFAULT_MAX_BODY = SYNC_PAYLOAD_LIMIT + 64 * 1024
 
 #: (method, path pattern, cap) for routes whose bodies may be larger than the default
 LARGE_BODIES: list[tuple[str, re.Pattern[str], int]] = []
