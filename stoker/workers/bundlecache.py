@@ -51,8 +51,8 @@ class BundleCache:
         return target / "code"
 
     def _unpack(self, code_hash: str, data: bytes) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # workers reach their own bundle only: bound, or through a held descriptor
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.root))
         try:
             extract_bundle(data, staging / "code")

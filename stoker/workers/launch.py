@@ -7,6 +7,7 @@ spec, typically an exec of a bootstrap that speaks the Lambda Runtime API.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stoker.workers.bundlecache import BundleCache
+from stoker.workers.isolation import IsolationUnavailable, NodeIsolation
 from stoker.workers.worker import InitFailed, Worker
 from stoker.workers.zygote import ZygoteClient
 
@@ -60,14 +62,34 @@ def _worker_path() -> str:
     return ":".join(seen)
 
 
+def trigger_folders(spec: dict[str, Any]) -> list[str]:
+    """Host folders the function must read: those its files triggers watch (the events name
+    files in them). A namespace worker sees them read-only; no other function does."""
+    folders: list[str] = []
+    for trigger in spec.get("triggers") or ():
+        if isinstance(trigger, dict) and trigger.get("type") == "files":
+            paths = trigger.get("paths") or [trigger.get("path")]
+            folders += [str(p) for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    return folders
+
+
+def cpu_budget(timeout: float) -> int:
+    """CPU seconds one process of a worker may use in one invocation: every core for the
+    whole timeout, and a second more (the wall-clock timeout is the limit that matters; this
+    one stops a process that keeps spinning after its invocation has ended)."""
+    return math.ceil(timeout) * (os.cpu_count() or 1) + 1
+
+
 class Launcher:
     def __init__(self, zygote: ZygoteClient, bundles: BundleCache, work_root: Path, node_name: str,
-                 isolation: dict[str, Any] | None = None) -> None:
+                 isolation: NodeIsolation | None = None) -> None:
         self.zygote = zygote
         self.bundles = bundles
         self.work_root = work_root
         self.node_name = node_name
-        self.isolation = isolation or {}
+        #: what this node can give (the node agent probes it at start)
+        self.isolation = isolation or NodeIsolation(level="process", network_namespaces=False,
+                                                    reason="not probed", root_dir=str(work_root / "sandbox-root"))
         self._serial = 0
 
     def workdir_for(self, worker: Worker) -> Path:
@@ -76,6 +98,12 @@ class Launcher:
     async def start(self, worker: Worker) -> float:
         spec = worker.spec
         t0 = time.perf_counter()
+        try:
+            isolation = self.isolation.for_function(spec.get("isolation", "auto"), bool(spec.get("network", True)))
+            isolation["function_binds"] = trigger_folders(spec)
+        except IsolationUnavailable as e:
+            raise InitFailed({"errorType": "Sandbox.Unavailable",
+                              "errorMessage": f"node {self.node_name}: {e}"}, 0.0) from None
         try:
             task_root = await self.bundles.ensure(spec["code_hash"])
         except Exception as e:
@@ -96,9 +124,9 @@ class Launcher:
             "log_stream": log_stream,
             "env": lambda_environment(spec, str(task_root), str(workdir), log_stream),
             "limits": {"address_space_mb": int(spec.get("memory", 128)), "open_files": 1024,
-                       "processes": int(spec.get("processes", 1024))},
-            "isolation": {**self.isolation, "network": bool(spec.get("network", True)),
-                          "level": spec.get("isolation", "auto")},
+                       "processes": int(spec.get("processes", 1024)),
+                       "cpu_seconds": cpu_budget(float(spec.get("timeout", 3)))},
+            "isolation": isolation,
             "process_name": f"stoker-{spec['function']}"[:15],
             "mode": "fork",
         }

@@ -27,6 +27,7 @@ from stoker.platform.bus import fields_of, now_ms
 from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import Envelope
 from stoker.platform.metrics import MetricsRecorder
+from stoker.workers import isolation
 from stoker.workers.bundlecache import BundleCache
 from stoker.workers.completions import CompletionBatcher
 from stoker.workers.execution import Executor
@@ -81,7 +82,7 @@ class NodeAgent:
         pipe.delete(keys.node(self.node_id), keys.node_idle(self.node_id))
         pipe.hset(keys.node(self.node_id), mapping={
             "name": self.name, "slots": self.slots, "load": 0, "host": socket.gethostname(),
-            "pid": os.getpid(), "started": now_ms(), "warm": b"{}",
+            "pid": os.getpid(), "started": now_ms(), "warm": b"{}", "isolation": self.launcher.isolation.level,
         })
         pipe.zadd(keys.nodes, {self.node_id: now_ms()})
         await pipe.execute()
@@ -212,6 +213,9 @@ class NodeAgent:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        settings = self.ctx.settings
+        self.launcher.isolation = await asyncio.to_thread(isolation.detect, settings.home, settings.node_dir)
+        log.info("node %s isolation: %s", self.name, self.launcher.isolation.describe())
         self.zygote.start()
         await self.register()
         background = [

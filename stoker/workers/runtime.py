@@ -12,6 +12,7 @@ import contextlib
 import decimal
 import importlib
 import logging
+import math
 import os
 import resource
 import socket
@@ -156,6 +157,21 @@ def _flush_output() -> None:
             stream.flush()
 
 
+def renew_cpu_budget(budget: int) -> None:
+    """RLIMIT_CPU counts a process's whole life; a warm worker gets `budget` more seconds
+    for each invocation (the sandbox set the first budget; the hard limit stays as it was)."""
+    if budget <= 0:
+        return
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    want = math.ceil(used.ru_utime + used.ru_stime) + budget
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want != soft:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+
+
 def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
     """The worker's life: import, report ready (or the init error), then invoke until told to stop."""
     configure_logging()
@@ -167,6 +183,7 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
         return 1
     _flush_output()
     protocol.send(sock, "ready")
+    cpu_budget = int((spec.get("limits") or {}).get("cpu_seconds") or 0)
     while True:
         try:
             request = protocol.recv(sock)
@@ -174,6 +191,7 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
             return 0
         if request[0] != "invoke":
             return 0
+        renew_cpu_budget(cpu_budget)
         ok, body, keep = invoke_once(handler, request, spec)
         _flush_output()
         max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -218,9 +218,12 @@ class Worker:
         except (EOFError, ConnectionError, protocol.ProtocolError, OSError):
             await self._wait_exit(1.0)
             self.kill()
+            description = _exit_description(self.returncode)
+            if self.returncode == -signal.SIGKILL:  # not ours (we were waiting): the kernel's, most often for memory
+                description += (" (the kernel kills a process like this when it runs out of memory; the function's "
+                                f"memory limit is {self.spec.get('memory', 128)} MB)")
             return self._outcome("failed", error_body(
-                "Runtime.ExitError", f"RequestId: {request_id} Error: {_exit_description(self.returncode)}"),
-                t0, started_at, reusable=False)
+                "Runtime.ExitError", f"RequestId: {request_id} Error: {description}"), t0, started_at, reusable=False)
         finally:
             timer.cancel()
             self.last_used = time.monotonic()

@@ -36,6 +36,7 @@ from typing import Any
 import msgpack
 
 from stoker.workers import sandbox
+from stoker.workers.mountview import MountViewError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,18 @@ def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
 
 def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
     # a Runtime API worker (spec "control": False) talks HTTP: it gets no control socket
-    sandbox.apply(spec, log_fd, keep_fds=(control_fd,) if spec.get("control", True) else ())
+    keep = (control_fd,) if spec.get("control", True) else ()
+    try:
+        sandbox.apply(spec, log_fd, keep_fds=keep)
+    except sandbox.SandboxError as e:
+        if spec.get("mode") == "exec":
+            raise
+        # the node reports this as the init error of the invocation that asked for the worker
+        from stoker.workers import protocol, runtime
+
+        protocol.send(socket.socket(fileno=control_fd), "init_error",
+                      runtime.error_object("Sandbox.Unavailable", str(e)))
+        return 1
     if spec.get("mode") == "exec":
         # "{control_fd}" in argv names the control socket's descriptor in this process
         argv = [str(a).replace("{control_fd}", str(control_fd)) for a in spec["argv"]]
@@ -74,9 +86,46 @@ def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
     return runtime.serve(socket.socket(fileno=control_fd), spec)
 
 
+class _Children:
+    """What the zygote must remember about each worker it forked, until it reaps it."""
+
+    def __init__(self) -> None:
+        self.namespace_inits: set[int] = set()
+        #: process-level workers running as their own uid: swept when they exit
+        self.uids: dict[int, int] = {}
+
+    def forked(self, pid: int, spec: dict[str, Any]) -> None:
+        isolation = spec.get("isolation") or {}
+        if isolation.get("level") == "namespace":
+            self.namespace_inits.add(pid)
+        else:
+            uid = sandbox.worker_uid(isolation.get("uid_base"), pid)
+            if uid is not None:
+                self.uids[pid] = uid
+
+    def reaped(self, pid: int, returncode: int) -> int:
+        """The worker's own return code; leaves no process of its uid behind."""
+        if pid in self.namespace_inits:
+            self.namespace_inits.discard(pid)
+            return sandbox.init_exit_to_returncode(returncode) if returncode > 0 else returncode
+        uid = self.uids.pop(pid, None)
+        if uid is not None:
+            sandbox.sweep_uid(uid)
+        return returncode
+
+
+_children = _Children()
+
+
 def _fork_worker(spec: dict[str, Any], fds: list[int], close_in_child: list[int]) -> int:
     control_fd, log_fd = fds
-    pid = os.fork()
+    try:
+        with sandbox.forking_for(spec):
+            pid = os.fork()
+    except BaseException:
+        os.close(control_fd)
+        os.close(log_fd)
+        raise
     if pid == 0:
         code = 127
         try:
@@ -92,6 +141,7 @@ def _fork_worker(spec: dict[str, Any], fds: list[int], close_in_child: list[int]
                 os.write(2, ("stoker: worker start failed:\n" + traceback.format_exc()).encode())
         finally:
             os._exit(code)
+    _children.forked(pid, spec)
     os.close(control_fd)
     os.close(log_fd)
     return pid
@@ -138,6 +188,8 @@ def serve(sock: socket.socket) -> None:
                 pid = _fork_worker(spec, fds, close_in_child)
             except OSError as e:
                 _send(sock, ("failed", request_id, f"fork failed: {e}"))
+            except MountViewError as e:
+                _send(sock, ("failed", request_id, str(e)))
             else:
                 _send(sock, ("spawned", request_id, pid))
 
@@ -150,7 +202,7 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(sock, ("exited", pid, os.waitstatus_to_exitcode(status)))
+        _send(sock, ("exited", pid, _children.reaped(pid, os.waitstatus_to_exitcode(status))))
 
 
 def main() -> None:

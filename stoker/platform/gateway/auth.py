@@ -8,6 +8,9 @@ subscription is lost, so a revoked token stops working at once and no request qu
 the database.
 
 A missing or unknown token is 401; a known token without the right is 403 (`authorize`).
+
+Every path under /api/ needs a valid token before it is routed (`ManagementTokens`);
+each route then checks its right.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from stoker.errors import PlatformUnavailable, Unauthorized
+from stoker.errors import PlatformUnavailable, StokerError, Unauthorized
 from stoker.platform.keys import Keys
 from stoker.platform.tokens import store as tokens
 
@@ -167,3 +172,33 @@ class TokenVerifier:
 
     async def authenticate(self, request: Request) -> Principal:
         return await self.principal(bearer_token(request))
+
+
+#: paths whose every route needs a valid token, checked before routing: a route that
+#: forgets to authorize still answers 401
+PROTECTED_PREFIXES = ("/api/",)
+PRINCIPAL_SCOPE_KEY = "stoker.principal"
+
+
+class ManagementTokens:
+    """ASGI middleware: a valid bearer token for every path under PROTECTED_PREFIXES."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(PROTECTED_PREFIXES) or path + "/" in PROTECTED_PREFIXES):
+            request = Request(scope)
+            verifier: TokenVerifier = scope["app"].state.gateway.tokens
+            try:
+                scope[PRINCIPAL_SCOPE_KEY] = await verifier.authenticate(request)
+            except StokerError as e:  # 401, or 503 when Redis cannot be asked
+                body = orjson.dumps(e.to_json())
+                await send({"type": "http.response.start", "status": e.status_code,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

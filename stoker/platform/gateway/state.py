@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 
 from stoker.platform.context import PlatformContext
-from stoker.platform.gateway.auth import Principal, TokenVerifier
+from stoker.platform.gateway.auth import PRINCIPAL_SCOPE_KEY, Principal, TokenVerifier
 from stoker.platform.gateway.invoker import Invoker
 
 
@@ -30,7 +30,7 @@ async def authorize(request: Request, right: str = "admin") -> tuple[GatewayStat
     from stoker.errors import Forbidden
 
     g = gateway(request)
-    principal = await g.tokens.authenticate(request)
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY) or await g.tokens.authenticate(request)
     if not principal.may(right):
         raise Forbidden(f"the token {principal.name!r} does not have the right {right!r}")
     return g, principal

@@ -2,9 +2,13 @@
 
 A bundle is refused, with the offending entry named, when it is not a zip, when an
 entry would land outside the bundle (`..`, absolute paths, backslashes), when it holds
-links or device files, too many files, more than 250 MB unpacked, or entries that
-inflate beyond a sane ratio (zip bombs). Sizes are counted while unpacking, from the
-bytes actually inflated, never trusted from the zip's directory.
+links or device files, two entries for one path, a file where a folder must be, too many
+files, more than 250 MB unpacked, or entries (or the whole) that inflate beyond a sane
+ratio (zip bombs, including entries that overlap in the archive). Sizes are counted while
+unpacking, from the bytes actually inflated, never trusted from the zip's directory.
+
+Zip has no hard links: every entry unpacks to a new regular file, opened with O_EXCL and
+O_NOFOLLOW under a folder that did not exist before, so nothing is ever written outside it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ MAX_FILES = 20_000
 #: an entry may inflate at most this many times its compressed size, once it is big
 MAX_RATIO = 200
 RATIO_FLOOR = 1024 * 1024
+#: the whole bundle may inflate at most MAX_RATIO times the zip's size, past this floor
+#: (entries that share their compressed bytes each look sane; their sum does not)
+TOTAL_RATIO_FLOOR = 16 * 1024 * 1024
+MAX_NAME = 1024
+MAX_NAME_PART = 255
+MAX_MANIFEST = 256 * 1024
 MANIFEST = "stoker.toml"
 SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".stoker", ".mypy_cache", ".pytest_cache",
                 ".ruff_cache"}
@@ -43,21 +53,29 @@ class BundleInfo:
 
 
 def _entry_name_problem(name: str) -> str | None:
-    if not name or "\x00" in name:
+    if not name or "\x00" in name or not name.strip("/."):
         return "has an empty or invalid name"
     if "\\" in name:
         return "uses backslashes in its path"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "has an absolute path"
-    if ".." in PurePosixPath(name).parts:
+    parts = PurePosixPath(name).parts
+    if ".." in parts:
         return "climbs out of the bundle with '..'"
+    if len(name) > MAX_NAME or any(len(p.encode()) > MAX_NAME_PART for p in parts):
+        return f"has a name longer than {MAX_NAME} characters or a part longer than {MAX_NAME_PART} bytes"
     return None
+
+
+def _normalised(name: str) -> str:
+    """The path an entry lands on: `a//b`, `./a/b` and `a/b/` are one path."""
+    return PurePosixPath(name).as_posix()
 
 
 def _entry_kind_problem(info: zipfile.ZipInfo) -> str | None:
     mode = (info.external_attr >> 16) & 0xFFFF
     if not stat.S_IFMT(mode):
-        return None  # permission bits only (Python's writestr, many zip tools): a plain file
+        return None  # no file type recorded (zips made on Windows, or by Python's writestr): a file or a folder
     if stat.S_ISLNK(mode):
         return "is a symbolic link (bundles may hold regular files only)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
@@ -80,19 +98,41 @@ def _checked_entries(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     infos = zf.infolist()
     if len(infos) > MAX_FILES:
         raise BundleError(f"the bundle holds {len(infos):,} entries; at most {MAX_FILES:,} are accepted")
-    seen: set[str] = set()
+    seen: dict[str, bool] = {}  # normalised path -> is a folder
     for info in infos:
         problem = _entry_name_problem(info.filename) or _entry_kind_problem(info)
         if problem:
             raise BundleError(f"refused bundle: entry {info.filename!r} {problem}")
-        key = info.filename.rstrip("/")
-        if key in seen:
+        key = _normalised(info.filename)
+        if key in seen and not (seen[key] and info.is_dir()):
             raise BundleError(f"refused bundle: entry {info.filename!r} appears twice")
-        seen.add(key)
+        seen[key] = info.is_dir()
+    files = {k for k, is_dir in seen.items() if not is_dir}
+    for key in seen:
+        for parent in PurePosixPath(key).parents:
+            if parent.as_posix() in files:
+                raise BundleError(f"refused bundle: entry {key!r} is inside {parent.as_posix()!r}, which is a file")
     return infos
 
 
-def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> Iterator[bytes]:
+class _Budget:
+    """What the whole bundle may still inflate to: 250 MB, and MAX_RATIO times the zip's size."""
+
+    def __init__(self, zip_size: int) -> None:
+        self.used = 0
+        self.ratio_limit = max(TOTAL_RATIO_FLOOR, zip_size * MAX_RATIO)
+
+    def spend(self, n: int, entry: str) -> None:
+        self.used += n
+        if self.used > MAX_UNPACKED:
+            raise BundleError(f"refused bundle: it unpacks to more than {MAX_UNPACKED // (1024 * 1024)} MB "
+                              f"(entry {entry!r})")
+        if self.used > self.ratio_limit:
+            raise BundleError(f"refused bundle: it inflates more than {MAX_RATIO} times its compressed size "
+                              f"(at entry {entry!r}; a zip bomb?)")
+
+
+def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget) -> Iterator[bytes]:
     """The entry's bytes in chunks, stopping as soon as a limit is crossed."""
     total = 0
     ratio_limit = max(RATIO_FLOOR, info.compress_size * MAX_RATIO)
@@ -100,10 +140,7 @@ def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> Iterato
         with zf.open(info) as f:
             while chunk := f.read(1024 * 1024):
                 total += len(chunk)
-                if total > budget:
-                    raise BundleError(
-                        f"refused bundle: it unpacks to more than {MAX_UNPACKED // (1024 * 1024)} MB "
-                        f"(entry {info.filename!r})")
+                budget.spend(len(chunk), info.filename)
                 if total > ratio_limit:
                     raise BundleError(
                         f"refused bundle: entry {info.filename!r} inflates more than {MAX_RATIO} times "
@@ -123,18 +160,20 @@ def inspect_bundle(data: bytes) -> BundleInfo:
         infos = _checked_entries(zf)
         files: list[tuple[str, str, bool]] = []
         manifest: bytes | None = None
-        used = 0
+        budget = _Budget(len(data))
         for info in infos:
             if info.is_dir():
                 continue
             h = hashlib.sha256()
             chunks = []
-            for chunk in _inflate(zf, info, MAX_UNPACKED - used):
-                used += len(chunk)
+            is_manifest = _normalised(info.filename) == MANIFEST
+            for chunk in _inflate(zf, info, budget):
                 h.update(chunk)
-                if info.filename == MANIFEST:
+                if is_manifest:
                     chunks.append(chunk)
-            if info.filename == MANIFEST:
+                    if sum(map(len, chunks)) > MAX_MANIFEST:
+                        raise BundleError(f"refused bundle: {MANIFEST} is over {MAX_MANIFEST // 1024} KB")
+            if is_manifest:
                 manifest = b"".join(chunks)
             executable = bool((info.external_attr >> 16) & 0o111)
             files.append((info.filename, h.hexdigest(), executable))
@@ -149,7 +188,7 @@ def inspect_bundle(data: bytes) -> BundleInfo:
     for name, file_hash, executable in files:
         digest.update(f"{name}\0{file_hash}\0{int(executable)}\n".encode())
     return BundleInfo(code_hash=digest.hexdigest(), manifest_text=manifest_text,
-                      files=tuple(f[0] for f in files), unpacked_size=used)
+                      files=tuple(f[0] for f in files), unpacked_size=budget.used)
 
 
 def extract_bundle(data: bytes, dest: Path) -> None:
@@ -157,22 +196,24 @@ def extract_bundle(data: bytes, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=False)
     root = dest.resolve()
     with _open_zip(data) as zf:
-        used = 0
+        budget = _Budget(len(data))
         for info in _checked_entries(zf):
-            target = (root / info.filename).resolve()
+            target = (root / _normalised(info.filename)).resolve()
             if target != root and root not in target.parents:
                 raise BundleError(f"refused bundle: entry {info.filename!r} would land outside the bundle")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "wb") as out:
-                for chunk in _inflate(zf, info, MAX_UNPACKED - used):
-                    used += len(chunk)
-                    out.write(chunk)
-            os.chmod(target, mode)
+            try:
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in _inflate(zf, info, budget):
+                        out.write(chunk)
+                os.chmod(target, mode)
+            except OSError as e:
+                raise BundleError(f"refused bundle: entry {info.filename!r} cannot be unpacked: {e.strerror}") from None
 
 
 def _is_npm_command_shim(path: Path) -> bool:

@@ -8,7 +8,6 @@ is invoked (`Runtime.ImportModuleError`), as on Lambda.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,12 @@ from stoker.platform.registry.bundles import (
 )
 from stoker.platform.registry.gc import bundle_claim
 from stoker.platform.registry.npm import install_node_dependencies
+from stoker.platform.registry.requirements import (
+    SOURCE_BUILD_HINT,
+    check_requirements,
+    pip_environment,
+    pip_policy_arguments,
+)
 
 #: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
 #: each returns True when it changed the folder
@@ -72,15 +77,18 @@ def check_handler_present(spec: FunctionSpec, files: tuple[str, ...]) -> None:
 
 
 def _install_requirements(folder: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-         "--target", str(folder), "-r", str(folder / "requirements.txt")],
-        capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PIP_NO_WARN_SCRIPT_LOCATION": "1"},
-    )
+    requirements = folder / "requirements.txt"
+    check_requirements(requirements.read_text(errors="replace"))
+    with tempfile.TemporaryDirectory(prefix="stoker-pip-") as pip_home:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+             *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
+            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, env=pip_environment(pip_home),
+        )
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
-        raise BundleError("installing requirements.txt failed:\n" + "\n".join(tail))
+        hint = [SOURCE_BUILD_HINT] if pip_policy_arguments() else []
+        raise BundleError("installing requirements.txt failed:\n" + "\n".join([*tail, *hint]))
 
 
 def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:

@@ -47,6 +47,7 @@ from stoker.platform.gateway.lambda_shapes import (
     configuration,
     function_ref,
 )
+from stoker.platform.gateway.limits import allow_large_body
 from stoker.platform.gateway.routes.versions import version_number, weights_arg
 from stoker.platform.gateway.sigv4 import SigV4, parse_authorization, verify_signature
 from stoker.platform.gateway.state import GatewayState, gateway
@@ -59,6 +60,9 @@ from stoker.platform.registry.store import FunctionState, VersionInfo
 PREFIX = "/2015-03-31/functions"
 #: a JSON body carrying a base64 zip of up to MAX_ZIP bytes
 CODE_BODY_LIMIT = MAX_ZIP * 4 // 3 + 1024 * 1024
+# CreateFunction and UpdateFunctionCode carry the zip: past the gateway's usual body cap
+allow_large_body("POST", r"^/2015-03-31/functions/?$", CODE_BODY_LIMIT)
+allow_large_body("PUT", r"^/2015-03-31/functions/[^/]+/code/?$", CODE_BODY_LIMIT)
 SMALL_BODY_LIMIT = 256 * 1024
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 
