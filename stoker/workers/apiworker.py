@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from stoker.workers import peers
+from stoker.workers import peers, procfs
 from stoker.workers.runtimeapi import MAX_BODY, Invocation, Reply, RuntimeApiServer
 from stoker.workers.worker import InitFailed, Outcome, Worker, _exit_description, error_body
 from stoker.workers.zygote import ZygoteClient
@@ -130,21 +130,11 @@ class RuntimeApiWorker(Worker):
 
     # -- waiting ----------------------------------------------------------------------------
     def _proc_status(self) -> tuple[bool, int, int]:
-        """(alive, resident kB, peak resident kB) of the runtime's process."""
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                text = f.read()
-        except OSError:
+        """(alive, resident kB, peak resident kB) of the runtime: its whole process tree, since in a
+        namespace sandbox the pid the node holds is the namespace's init, the runtime its child."""
+        if self.pid is None:
             return False, 0, 0
-        alive, rss, peak = True, 0, 0
-        for line in text.splitlines():
-            if line.startswith("State:"):
-                alive = line.split()[1] not in ("Z", "X")
-            elif line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                peak = int(line.split()[1])
-        return alive, rss, peak
+        return procfs.tree_memory(self.pid)
 
     async def _watch(self, fut: asyncio.Future[Any], deadline: float) -> str:
         """Wait for `fut`: "done", or "exited", "out_of_memory" or "timeout" first."""

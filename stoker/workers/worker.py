@@ -245,14 +245,9 @@ class Worker:
                        ended_at=started_at + duration_ms / 1000, max_rss_kb=max_rss_kb, reusable=reusable)
 
     def max_rss_kb_now(self) -> int:
-        """Current RSS from /proc, for workers that died before reporting their own."""
+        """Peak resident memory from /proc, for workers that died before reporting their own."""
         if self.pid is None:
             return 0
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        from stoker.workers import procfs
+
+        return procfs.tree_memory(self.pid)[2]

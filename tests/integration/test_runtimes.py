@@ -85,6 +85,7 @@ def test_the_seed_nodejs_example_runs_unchanged_and_warm(platform: RunningPlatfo
 def test_nodejs_module_styles_and_context(platform: RunningPlatform, tmp_path: Path) -> None:
     esm = function(tmp_path, "esm", "nodejs", "app.handler", {"app.mjs": (
         'import { setTimeout as sleep } from "node:timers/promises";\n'
+        'import { existsSync } from "node:fs";\n'
         "await sleep(1); // top-level await runs once, at init\n"
         "export const handler = async (event, context) => ({\n"
         "  doubled: event.n * 2,\n"
@@ -95,6 +96,7 @@ def test_nodejs_module_styles_and_context(platform: RunningPlatform, tmp_path: P
         "  env: Object.fromEntries(Object.entries(process.env).filter(([k]) =>\n"
         "    k.startsWith('AWS_') || k.startsWith('STOKER') || ['_HANDLER', 'LAMBDA_TASK_ROOT'].includes(k))),\n"
         "  cwd: process.cwd(),\n"
+        "  handlerInTaskRoot: existsSync(process.env.LAMBDA_TASK_ROOT + '/app.mjs'),\n"
         "});\n")}, "memory = 256\ntimeout = 5")
     typed = function(tmp_path, "typed", "nodejs", "src/handlers/main.handler", {
         "package.json": '{"name": "typed", "type": "module"}',
@@ -125,7 +127,7 @@ def test_nodejs_module_styles_and_context(platform: RunningPlatform, tmp_path: P
     assert env["AWS_LAMBDA_FUNCTION_VERSION"] == "1" and env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
     assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/esm"
     assert env["AWS_LAMBDA_LOG_STREAM_NAME"] == context["logStreamName"]
-    assert Path(env["LAMBDA_TASK_ROOT"], "app.mjs").is_file()
+    assert result["handlerInTaskRoot"]  # the task root as the function sees it (sandboxed: /var/task)
     assert not any(k.startswith("STOKER") for k in env)  # the platform's settings never reach a function
     assert result["cwd"] != env["LAMBDA_TASK_ROOT"]  # its own working directory, as every worker
     rows = ledger(platform, "esm", 1)
