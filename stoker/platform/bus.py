@@ -65,7 +65,7 @@ class Bus:
                 raise
 
     async def ensure_intake_groups(self) -> None:
-        for stream in (self.keys.intake_sync, self.keys.intake_async):
+        for stream in (self.keys.intake_sync, self.keys.intake_async, self.keys.capacity):
             await self.ensure_group(stream, K.SCHEDULERS)
 
     async def publish(self, envelope: Envelope, ledger_record: bytes | None = None) -> None:

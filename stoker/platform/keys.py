@@ -10,6 +10,7 @@ Streams (consumer group in brackets)
     {p}:ledger                   ledger records for the SQL writer      [ledger]
     {p}:logs:{function}          log chunks of one function (trimmed by age and length)
     {p}:dlq:{function}           dead letters of one function
+    {p}:capacity                 a node freed capacity (schedulers holding events wake on it) [schedulers]
 
 Scheduling state
     {p}:nodes                    zset node_id -> last heartbeat (ms)
@@ -71,6 +72,10 @@ class Keys:
     @property
     def ledger(self) -> str:
         return self._k("ledger")
+
+    @property
+    def capacity(self) -> str:
+        return self._k("capacity")
 
     def logs(self, function: str) -> str:
         return self._k("logs", function)

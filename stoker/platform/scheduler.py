@@ -92,12 +92,20 @@ class Scheduler:
                 await asyncio.sleep(0.5)
 
     async def _place_once(self) -> None:
+        # Holding events that found no room, wait for a node to free capacity (complete.lua
+        # signals it on {p}:capacity) or for a sync call; else for any new event. (A short
+        # BLOCK would not do: Redis checks blocking timeouts only every 1/hz s, 100 ms by default.)
         streams = {self.keys.intake_sync: ">"}
-        if not self._held:
+        if self._held:
+            streams[self.keys.capacity] = ">"
+        else:
             streams[self.keys.intake_async] = ">"
-        block = 5 if self._held else 1000
         response: Any = await self.ctx.redis.xreadgroup(K.SCHEDULERS, self.consumer, streams,  # type: ignore[arg-type]
-                                                   count=BATCH, block=block)
+                                                   count=BATCH, block=1000 if not self._held else 100)
+        wakes = [e[0] for stream, items in response or () if stream.decode() == self.keys.capacity for e in items]
+        if wakes:
+            await self.ctx.redis.xack(self.keys.capacity, K.SCHEDULERS, *wakes)
+            response = [(stream, items) for stream, items in response if stream.decode() != self.keys.capacity]
         # held entries wait for room on a node: offer the oldest few each round, not all
         offered, rest = self._held[:HELD_PER_ROUND], self._held[HELD_PER_ROUND:]
         self._held = []
@@ -249,7 +257,7 @@ class Scheduler:
             node_id = raw.decode()
             n = await bus.reclaim(
                 keys=[keys.nodes, keys.node(node_id), keys.node_idle(node_id), keys.inbox(node_id),
-                      keys.intake_sync, keys.intake_async, keys.concurrency],
+                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity],
                 args=[node_id, K.NODE_GROUP, cutoff],
             )
             if n is not None and int(n) >= 0:

@@ -59,6 +59,9 @@ def error_object(error_type: str | None, body: bytes) -> dict[str, Any]:
 
 
 class RuntimeApiWorker(Worker):
+    #: the Runtime API hands out one event at a time (`next`): no pipelining
+    max_in_flight = 1
+
     def __init__(self, worker_id: str, function_version: str, spec: dict[str, Any], output_limit: int) -> None:
         super().__init__(worker_id, function_version, spec, output_limit)
         self._api = RuntimeApiServer(self, name=f"{function_version} ({worker_id})")

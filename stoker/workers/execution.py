@@ -27,7 +27,7 @@ from stoker.workers.completions import Completion
 from stoker.workers.context import function_arn
 from stoker.workers.logbuffer import LogBuffer
 from stoker.workers.pool import Lease, WarmPool
-from stoker.workers.worker import InitFailed, Outcome, error_body
+from stoker.workers.worker import InitFailed, Outcome, Requeue, error_body
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +70,39 @@ class Executor:
             outcome = self._platform_failure("the caller stopped waiting before the event could start")
             self._finish(node_id, entry_id, envelope, spec, outcome, None, None, LogBuffer(1 << 20))
             return
-        init_ms: float | None = None
-        lease: Lease | None = None
-        try:
-            lease = await self.pool.acquire(fv, spec)
-        except InitFailed as e:
-            init_ms = e.init_ms
-            outcome = Outcome(status="failed", body=orjson.dumps(e.error), duration_ms=0.0,
-                              started_at=time.time(), ended_at=time.time(), reusable=False)
-            self._finish(node_id, entry_id, envelope, spec, outcome, None, init_ms, e.logs or LogBuffer(1 << 20),
-                         cold=True)
-            return
-        except Exception as e:
-            log.exception("cannot start a worker for %s", fv)
-            self._finish(node_id, entry_id, envelope, spec,
-                         self._platform_failure(f"could not start a worker: {e}"), None, None, LogBuffer(1 << 20))
-            return
-        self.started(entry_id)
-        worker = lease.worker
         info = {"arn": function_arn(envelope.function, envelope.qualifier if envelope.qualifier != "$LATEST"
                                     else None)}
-        logs = worker.take_logs()  # init output, if any, belongs before START
-        start_line = f"START RequestId: {envelope.id} Version: {envelope.version}"
-        init_lines = logs.take()
-        logs.add_line(start_line)
-        logs.lines.extend(init_lines)
         timeout = float(spec.get("timeout", 3.0))
-        outcome = await worker.invoke(envelope.id, envelope.payload, timeout, info)
-        run_logs = worker.take_logs()
-        run_logs.finish()
-        logs.lines.extend(run_logs.take())
+        while True:
+            try:
+                lease = await self.pool.acquire(fv, spec)
+            except InitFailed as e:
+                outcome = Outcome(status="failed", body=orjson.dumps(e.error), duration_ms=0.0,
+                                  started_at=time.time(), ended_at=time.time(), reusable=False)
+                self._finish(node_id, entry_id, envelope, spec, outcome, None, e.init_ms,
+                             e.logs or LogBuffer(1 << 20), cold=True)
+                return
+            except Exception as e:
+                log.exception("cannot start a worker for %s", fv)
+                self._finish(node_id, entry_id, envelope, spec,
+                             self._platform_failure(f"could not start a worker: {e}"), None, None, LogBuffer(1 << 20))
+                return
+            self.started(entry_id)
+            worker = lease.worker
+            init_lines = worker.take_init_logs()  # the worker's init output, shown before START
+            try:
+                outcome = await worker.invoke(envelope.id, envelope.payload, timeout, info)
+            except Requeue:  # its worker died before reaching it: it never started, run it on another
+                await self.pool.release(worker, reusable=False)
+                continue
+            break
+        logs = LogBuffer(int(spec.get("output_limit", 1 << 20)))
+        logs.lines.extend(init_lines)
+        logs.add_line(f"START RequestId: {envelope.id} Version: {envelope.version}", int(outcome.started_at * 1000))
+        logs.feed(outcome.output)
+        logs.dropped += outcome.dropped
+        logs.finish()
+        logs.lines.extend(worker.take_logs().take())  # what reached the real stdout/stderr (C, subprocesses)
         if outcome.status == "timed_out":
             logs.add_line(f"{iso_now()} {envelope.id} Task timed out after {timeout:.2f} seconds")
         await self.pool.release(worker, outcome.reusable)

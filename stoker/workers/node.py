@@ -262,7 +262,7 @@ class NodeAgent:
         try:
             n = await self.ctx.bus.reclaim(
                 keys=[keys.nodes, keys.node(self.node_id), keys.node_idle(self.node_id), keys.inbox(self.node_id),
-                      keys.intake_sync, keys.intake_async, keys.concurrency],
+                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity],
                 args=[self.node_id, K.NODE_GROUP, now_ms() + 10**12, *unstarted],
             )
             if n and n > 0:

@@ -1,11 +1,13 @@
 """The warm pool: a node's worker processes, per function version, within its slots.
 
-`slots` bounds the worker processes a node keeps (busy or idle). An invocation takes
-an idle warm worker of its version when there is one; otherwise it cold-starts one in
-a free slot, evicting the least recently used idle worker of another version when the
-node is full, or waits for a worker to come back. Idle workers are reaped after their
-function's `keep_warm`. Every change in the number of idle workers is reported to
-`on_idle_delta`, which the node agent publishes for warm-aware placement.
+`slots` bounds the worker processes a node keeps (busy or idle). An invocation takes,
+in this order: an idle warm worker of its version; a new worker in a free slot (a cold
+start: scale out before queueing); a place in the pipeline of a busy worker of its
+version (up to the worker's `max_in_flight`: it runs when the ones before it are done);
+a new worker in the slot of the least recently used idle worker of another version;
+else it waits for room. Idle workers are reaped after their function's `keep_warm`.
+Every change in the number of idle workers is reported to `on_idle_delta`, which the
+node agent publishes for warm-aware placement.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class WarmPool:
         self.workers: dict[str, Worker] = {}
         self._by_pid: dict[int, Worker] = {}
         self._idle: dict[str, list[Worker]] = {}
+        #: busy workers that can take another invocation in their pipeline
+        self._open: dict[str, set[Worker]] = {}
         self._starting = 0
         self._waiting = 0  # acquirers waiting for a worker to come back
         self._changed = asyncio.Condition()
@@ -80,7 +84,25 @@ class WarmPool:
         worker = idle.pop()
         worker.state = "busy"
         self._on_idle_delta(function_version, -1)
+        self._lease(worker)
         return Lease(worker, cold=False, init_ms=None)
+
+    def _take_open(self, function_version: str) -> Lease | None:
+        """A place behind the running invocation of a busy worker (the least loaded one)."""
+        open_ = self._open.get(function_version)
+        if not open_:
+            return None
+        worker = min(open_, key=lambda w: w.leases)
+        self._lease(worker)
+        return Lease(worker, cold=False, init_ms=None)
+
+    def _lease(self, worker: Worker) -> None:
+        worker.leases += 1
+        open_ = self._open.setdefault(worker.function_version, set())
+        if worker.leases < worker.max_in_flight:
+            open_.add(worker)
+        else:
+            open_.discard(worker)
 
     async def acquire(self, function_version: str, spec: dict[str, Any]) -> Lease:
         """An idle warm worker of this version, or a newly started one (cold)."""
@@ -94,6 +116,9 @@ class WarmPool:
                     return lease
                 if len(self.workers) + self._starting < self.slots:
                     break
+                lease = self._take_open(function_version)
+                if lease is not None:
+                    return lease
                 victim = self._least_recently_used_idle()
                 if victim is not None:
                     self._discard(victim)
@@ -121,7 +146,14 @@ class WarmPool:
         if worker.pid is not None:
             self._by_pid[worker.pid] = worker
         worker.state = "busy"
+        self._lease(worker)
+        if self._waiting and worker.leases < worker.max_in_flight:
+            self._wake()  # its pipeline has room for those waiting
         return Lease(worker, cold=True, init_ms=init_ms)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(self._notify(1))
 
     async def _forget(self, worker: Worker) -> None:
         worker.kill()
@@ -140,11 +172,16 @@ class WarmPool:
         return sum(1 for w in self.workers.values() if w.function_version == function_version)
 
     async def release(self, worker: Worker, reusable: bool) -> None:
+        worker.leases = max(0, worker.leases - 1)
         if reusable and worker.state != "dead" and worker.id in self.workers:
-            worker.state = "idle"
-            worker.last_used = time.monotonic()
-            self._idle.setdefault(worker.function_version, []).append(worker)
-            self._on_idle_delta(worker.function_version, +1)
+            if worker.leases == 0:
+                self._open.get(worker.function_version, set()).discard(worker)
+                worker.state = "idle"
+                worker.last_used = time.monotonic()
+                self._idle.setdefault(worker.function_version, []).append(worker)
+                self._on_idle_delta(worker.function_version, +1)
+            elif worker.leases < worker.max_in_flight:
+                self._open.setdefault(worker.function_version, set()).add(worker)
         else:
             self._remove(worker)
             worker.kill()
@@ -168,6 +205,7 @@ class WarmPool:
 
     def _remove(self, worker: Worker) -> None:
         worker.close_logs()
+        self._open.get(worker.function_version, set()).discard(worker)
         self.workers.pop(worker.id, None)
         if worker.pid is not None:
             self._by_pid.pop(worker.pid, None)
@@ -195,9 +233,12 @@ class WarmPool:
                 asyncio.get_running_loop().create_task(self._notify())
         return worker
 
-    async def _notify(self) -> None:
+    async def _notify(self, n: int | None = None) -> None:
         async with self._changed:
-            self._changed.notify_all()
+            if n is None:
+                self._changed.notify_all()
+            else:
+                self._changed.notify(n)
 
     async def reap(self, keep_warm: Callable[[Worker], float]) -> int:
         """Kill idle workers that have waited longer than their function's keep_warm."""
@@ -217,3 +258,4 @@ class WarmPool:
         self.workers.clear()
         self._by_pid.clear()
         self._idle.clear()
+        self._open.clear()

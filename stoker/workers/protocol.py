@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -55,21 +56,40 @@ def send(sock: socket.socket, *message: Any) -> None:
     sock.sendall(pack(*message))
 
 
+class FrameReader:
+    """Buffered frames from a socket: frames that arrived together cost one recv."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb", buffering=256 * 1024)
+
+    def _exactly(self, n: int) -> bytes:
+        data = self._file.read(n)
+        if data is None or len(data) < n:
+            raise EOFError("the node agent closed the connection")
+        return data
+
+    def read(self) -> tuple[Any, ...]:
+        (size,) = HEADER.unpack(self._exactly(HEADER.size))
+        if size > MAX_FRAME:
+            raise ProtocolError(f"frame of {size} bytes is over the limit")
+        return _unpack(self._exactly(size))
+
+
 # -- asyncio side (the node agent) -------------------------------------------------------
 
 class FrameChannel(asyncio.Protocol):
-    """The node's end of a worker's control socket: frames in, frames out.
+    """The node's end of a worker's control socket: frames in (to a callback), frames out.
 
-    A plain Protocol rather than streams: a worker answers one frame per request, so
-    frames are parsed as bytes arrive and handed straight to the one waiting future.
+    A plain Protocol rather than streams: frames are parsed as bytes arrive, several per
+    read when the worker answered several pipelined requests, and handed straight on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_frame: Callable[[tuple[Any, ...]], None],
+                 on_lost: Callable[[BaseException], None]) -> None:
         self._buffer = bytearray()
-        self._frames: list[tuple[Any, ...]] = []
-        self._waiter: asyncio.Future[tuple[Any, ...]] | None = None
+        self._on_frame = on_frame
+        self._on_lost = on_lost
         self._transport: asyncio.Transport | None = None
-        self._closed: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -77,44 +97,28 @@ class FrameChannel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
-        while len(buf) >= HEADER.size:
-            (size,) = HEADER.unpack_from(buf)
+        start = 0
+        while len(buf) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, start)
             if size > MAX_FRAME:
                 self._fail(ProtocolError(f"frame of {size} bytes is over the limit"))
                 return
-            end = HEADER.size + size
+            end = start + HEADER.size + size
             if len(buf) < end:
-                return
-            frame = _unpack(bytes(buf[HEADER.size:end]))
-            del buf[:end]
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                self._waiter = None
-                waiter.set_result(frame)
-            else:
-                self._frames.append(frame)
+                break
+            frame = _unpack(bytes(buf[start + HEADER.size:end]))
+            start = end
+            self._on_frame(frame)
+        if start:
+            del buf[:start]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or EOFError("the worker closed its connection"))
 
     def _fail(self, exc: BaseException) -> None:
-        self._closed = exc
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
         if self._transport is not None:
             self._transport.close()
-
-    def next_frame(self) -> asyncio.Future[tuple[Any, ...]]:
-        """A future for the next frame (already resolved if one is waiting)."""
-        fut: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-        if self._frames:
-            fut.set_result(self._frames.pop(0))
-        elif self._closed is not None:
-            fut.set_exception(self._closed)
-        else:
-            self._waiter = fut
-        return fut
+        self._on_lost(exc)
 
     def send(self, data: bytes) -> None:
         if self._transport is None or self._transport.is_closing():

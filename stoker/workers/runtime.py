@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import decimal
 import importlib
+import io
 import logging
 import math
 import os
@@ -93,6 +94,81 @@ def dump_result(result: Any) -> bytes:
     return orjson.dumps(result, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+class OutputCapture(io.TextIOBase):
+    """sys.stdout and sys.stderr of a worker: what the function prints, kept per invocation.
+
+    The output travels with the invocation's result (no pipe round trip per invocation),
+    capped at `limit` bytes (the rest is counted, never blocks). Writes to the real file
+    descriptors (C extensions, subprocesses) still reach the node through its log pipe.
+    """
+
+    def __init__(self, limit: int, fd: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self._fd = fd
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.dropped = 0
+        self.buffer = _BinaryCapture(self)
+
+    def write(self, text: str) -> int:
+        self.write_bytes(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        room = self.limit - self._size
+        if len(data) > room:
+            self.dropped += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+
+    def take(self) -> tuple[bytes, int]:
+        out, dropped = b"".join(self._chunks), self.dropped
+        self._chunks, self._size, self.dropped = [], 0, 0
+        return out, dropped
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+class _BinaryCapture(io.RawIOBase):
+    """`sys.stdout.buffer` of an OutputCapture."""
+
+    def __init__(self, text: OutputCapture) -> None:
+        super().__init__()
+        self._text = text
+
+    def write(self, data: Any) -> int:
+        self._text.write_bytes(bytes(data))
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._text.fileno()
+
+
+def capture_output(limit: int) -> OutputCapture:
+    """Send sys.stdout and sys.stderr into one capture (as Lambda interleaves them in one log)."""
+    capture = OutputCapture(limit, 1)
+    sys.stdout = capture
+    sys.stderr = capture
+    return capture
+
+
 class _RequestIdFilter(logging.Filter):
     request_id = ""
 
@@ -122,8 +198,13 @@ def configure_logging() -> None:
 
 
 def invoke_once(handler: Handler, request: tuple[Any, ...], spec: dict[str, Any]) -> tuple[bool, bytes, bool]:
-    """Run one invocation. Returns (ok, body, keep_worker)."""
-    _, request_id, payload, deadline_ms, info = request
+    """Run one invocation. Returns (ok, body, keep_worker).
+
+    The request carries the timeout, not a deadline: a request may wait in this worker's
+    socket behind others (the node pipelines them), and its time starts when it starts.
+    """
+    _, request_id, payload, timeout_ms, info = request
+    deadline_ms = int(time.time() * 1000) + int(timeout_ms)
     _request_filter.request_id = request_id
     ctx = LambdaContext(
         request_id=request_id,
@@ -151,12 +232,6 @@ def invoke_once(handler: Handler, request: tuple[Any, ...], spec: dict[str, Any]
         return False, orjson.dumps(error_object("Runtime.MarshalError", f"Unable to marshal response: {e}")), True
 
 
-def _flush_output() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-
-
 def renew_cpu_budget(budget: int) -> None:
     """RLIMIT_CPU counts a process's whole life; a warm worker gets `budget` more seconds
     for each invocation (the sandbox set the first budget; the hard limit stays as it was)."""
@@ -173,29 +248,41 @@ def renew_cpu_budget(budget: int) -> None:
 
 
 def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
-    """The worker's life: import, report ready (or the init error), then invoke until told to stop."""
+    """The worker's life: import, report ready (or the init error), then invoke until told to stop.
+
+    Frames: ("ready", output, dropped) or ("init_error", error, output, dropped); then for each
+    ("invoke", id, payload, timeout_ms, info): ("result", id, ok, body, max_rss_kb,
+    duration_ms, started_at, output, dropped).
+    """
+    capture = capture_output(int(spec.get("output_limit") or 1024 * 1024))
     configure_logging()
     try:
         handler = load_handler(spec["task_root"], spec["handler"])
     except InitError as e:
-        _flush_output()
-        protocol.send(sock, "init_error", e.error)
+        protocol.send(sock, "init_error", e.error, *capture.take())
         return 1
-    _flush_output()
-    protocol.send(sock, "ready")
+    protocol.send(sock, "ready", *capture.take())
     cpu_budget = int((spec.get("limits") or {}).get("cpu_seconds") or 0)
+    cpu_soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
+    frames = protocol.FrameReader(sock)
     while True:
         try:
-            request = protocol.recv(sock)
+            request = frames.read()
         except EOFError:
             return 0
         if request[0] != "invoke":
             return 0
-        renew_cpu_budget(cpu_budget)
+        started_at = time.time()
+        t0 = time.perf_counter()
         ok, body, keep = invoke_once(handler, request, spec)
-        _flush_output()
-        max_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        protocol.send(sock, "result", request[1], ok, body, max_rss_kb)
+        duration_ms = (time.perf_counter() - t0) * 1000
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        if cpu_budget and cpu_soft != resource.RLIM_INFINITY and used + cpu_budget > cpu_soft:
+            renew_cpu_budget(cpu_budget)  # a warm worker's CPU budget is per invocation, not per life
+            cpu_soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
+        protocol.send(sock, "result", request[1], ok, body, usage.ru_maxrss, duration_ms, started_at,
+                      *capture.take())
         if not keep:
             return 1
 

@@ -1,9 +1,16 @@
 """One worker process as the node agent sees it: start it, invoke it, time it out, kill it.
 
-A worker runs one function version and one invocation at a time. Its stdout and
-stderr arrive on a pipe and are attributed to the invocation in progress (output
-written before the first invocation, during init, goes to the first one, as Lambda
-shows init logs before START).
+A worker runs one function version and one invocation at a time. Under load the node
+pipelines: it sends the next invocations while one runs, so that the worker goes from
+one to the next without waiting for a round trip (at most `max_in_flight` at once; the
+first of them is running, the others wait in its socket). An invocation's timeout
+starts when it starts running. If the worker dies, the running invocation fails and
+the waiting ones never started: they raise `Requeue` and run on another worker.
+
+What a Python function prints travels with its result (captured in the worker); what
+reaches the worker's real stdout and stderr (C extensions, subprocesses) arrives on a
+pipe and goes to the invocation running when it is read. Output written during init
+goes to the first invocation, before START, as Lambda shows it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,6 +41,9 @@ class Outcome:
     ended_at: float
     max_rss_kb: int = 0
     reusable: bool = True
+    #: what a Python function printed (captured in the worker), and how much was cut off
+    output: bytes = b""
+    dropped: int = 0
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -61,9 +72,22 @@ def error_body(error_type: str, message: str) -> bytes:
     return orjson.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": []})
 
 
-def _expire(reply: asyncio.Future[Any]) -> None:
-    if not reply.done():
-        reply.set_exception(TimeoutError())
+class Requeue(Exception):
+    """The invocation never started (its worker died before reaching it): run it on another."""
+
+
+#: invocations a Python worker holds at once (one running, the others waiting in its socket)
+PIPELINE_DEPTH = 8
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    timeout: float
+    reply: asyncio.Future[tuple[Any, ...]]
+    timer: asyncio.TimerHandle | None = None
+    t0: float = 0.0
+    started_at: float = field(default_factory=time.time)
 
 
 def _exit_description(returncode: int | None) -> str:
@@ -94,8 +118,17 @@ class Worker:
         self._channel: protocol.FrameChannel | None = None
         self._log_fd: int | None = None
         self._logs = LogBuffer(output_limit)
+        self._init_logs: LogBuffer | None = None
         self._exited = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        #: invocations sent and not answered, in order: the first one is running
+        self._pending: deque[_Pending] = deque()
+        self._init_reply: asyncio.Future[tuple[Any, ...]] | None = None
+        #: leases the pool has handed out on this worker (see WarmPool)
+        self.leases = 0
+
+    #: how many invocations the pool may hand this worker at once
+    max_in_flight = PIPELINE_DEPTH
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, zygote: ZygoteClient, spawn_spec: dict[str, Any], init_timeout: float) -> float:
@@ -115,9 +148,11 @@ class Worker:
         os.set_blocking(log_r, False)
         self._log_fd = log_r
         self._loop.add_reader(log_r, self._read_logs)
-        _transport, self._channel = await self._loop.create_unix_connection(protocol.FrameChannel, sock=ours)
+        self._init_reply = self._loop.create_future()
+        _transport, self._channel = await self._loop.create_unix_connection(
+            lambda: protocol.FrameChannel(self._on_frame, self._on_lost), sock=ours)
         try:
-            message = await asyncio.wait_for(self._channel.next_frame(), init_timeout)
+            message = await asyncio.wait_for(asyncio.shield(self._init_reply), init_timeout)
         except TimeoutError:
             self.kill()
             raise InitFailed({"errorType": "Runtime.InitTimeout",
@@ -131,15 +166,66 @@ class Worker:
         init_ms = (time.perf_counter() - t0) * 1000
         if message[0] == "init_error":
             self.kill()
-            raise InitFailed(dict(message[1]), init_ms, self._init_output())
+            raise InitFailed(dict(message[1]), init_ms, self._init_output(*message[2:4]))
+        self._init_logs = self._init_output(*message[1:3])
         self.state = "idle"
         return init_ms
 
-    def _init_output(self) -> LogBuffer:
-        """What the function printed before its start failed (shown before START in its logs)."""
+    def _init_output(self, captured: bytes = b"", dropped: int = 0) -> LogBuffer:
+        """What the function printed while starting (shown before START in its logs)."""
         logs = self.take_logs()
+        logs.feed(captured)
+        logs.dropped += dropped
         logs.finish()
         return logs
+
+    def take_init_logs(self) -> list[tuple[int, str]]:
+        """The init output, once: for the first invocation's logs."""
+        logs, self._init_logs = self._init_logs, None
+        return logs.take() if logs is not None else []
+
+    # -- frames from the worker -------------------------------------------------------------
+    def _on_frame(self, frame: tuple[Any, ...]) -> None:
+        if self._init_reply is not None and not self._init_reply.done():
+            self._init_reply.set_result(frame)
+            return
+        if frame[0] != "result" or not self._pending:
+            return
+        head = self._pending.popleft()
+        if head.timer is not None:
+            head.timer.cancel()
+        if not head.reply.done():
+            head.reply.set_result(frame)
+        if self._pending:
+            self._start_head()
+
+    def _on_lost(self, exc: BaseException) -> None:
+        """The control connection closed: the running invocation failed, the waiting ones never ran."""
+        if self._init_reply is not None and not self._init_reply.done():
+            self._init_reply.set_exception(EOFError("the worker closed its connection"))
+        if self._pending:
+            head = self._pending.popleft()
+            if head.timer is not None:
+                head.timer.cancel()
+            if not head.reply.done():
+                head.reply.set_exception(EOFError("the worker closed its connection"))
+        while self._pending:
+            waiting = self._pending.popleft()
+            if not waiting.reply.done():
+                waiting.reply.set_exception(Requeue())
+
+    def _start_head(self) -> None:
+        head = self._pending[0]
+        head.t0 = time.perf_counter()
+        head.started_at = time.time()
+        head.timer = self._loop.call_later(head.timeout, self._expire, head)
+
+    def _expire(self, head: _Pending) -> None:
+        if self._pending and self._pending[0] is head:
+            self._pending.popleft()
+            if not head.reply.done():
+                head.reply.set_exception(TimeoutError())
+        self.kill()  # and the invocations waiting behind it are requeued (_on_lost)
 
     def exited(self, returncode: int) -> None:
         self.returncode = returncode
@@ -164,6 +250,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 self._channel.close()
             self._channel = None
+        self._on_lost(ConnectionError("killed"))
 
     def close_logs(self) -> None:
         if self._log_fd is not None:
@@ -191,30 +278,31 @@ class Worker:
             self._logs.feed(data)
 
     def take_logs(self) -> LogBuffer:
-        """The output gathered so far (init output included), and a fresh buffer for what follows."""
-        self._read_logs()  # everything written before the result frame is in the pipe by now
+        """The pipe output gathered so far, and a fresh buffer for what follows."""
+        if not self._pending:
+            # nothing else has started: what the last invocation wrote is in the pipe by now
+            self._read_logs()
         logs, self._logs = self._logs, LogBuffer(self._output_limit)
         return logs
 
     # -- invoking -------------------------------------------------------------------------
     async def invoke(self, request_id: str, payload: bytes, timeout: float, info: dict[str, Any]) -> Outcome:
-        assert self._channel is not None
+        """Run one invocation; raises Requeue if the worker died before reaching it."""
+        if self._channel is None:
+            raise Requeue()
         self.state = "busy"
         self.invocations += 1
-        started_at = time.time()
-        t0 = time.perf_counter()
-        deadline_ms = int((started_at + timeout) * 1000)
-        reply = self._channel.next_frame()
-        # the deadline: a timer, not wait_for, so the hot path creates no extra task
-        timer = self._loop.call_later(timeout, _expire, reply)
+        pending = _Pending(request_id, timeout, self._loop.create_future())
+        self._pending.append(pending)
+        self._channel.send(protocol.pack("invoke", request_id, payload, int(timeout * 1000), info))
+        if len(self._pending) == 1:
+            self._start_head()
         try:
-            self._channel.send(protocol.pack("invoke", request_id, payload, deadline_ms, info))
-            message = await reply
+            message = await pending.reply
         except TimeoutError:
-            self.kill()
-            return self._outcome("timed_out", error_body(
+            return self._decided("timed_out", error_body(
                 "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"),
-                t0, started_at, reusable=False)
+                pending)
         except (EOFError, ConnectionError, protocol.ProtocolError, OSError):
             await self._wait_exit(1.0)
             self.kill()
@@ -222,21 +310,26 @@ class Worker:
             if self.returncode == -signal.SIGKILL:  # not ours (we were waiting): the kernel's, most often for memory
                 description += (" (the kernel kills a process like this when it runs out of memory; the function's "
                                 f"memory limit is {self.spec.get('memory', 128)} MB)")
-            return self._outcome("failed", error_body(
-                "Runtime.ExitError", f"RequestId: {request_id} Error: {description}"), t0, started_at, reusable=False)
+            return self._decided("failed", error_body(
+                "Runtime.ExitError", f"RequestId: {request_id} Error: {description}"), pending)
         finally:
-            timer.cancel()
             self.last_used = time.monotonic()
-        _, _rid, ok, body, max_rss_kb = message
+        _, _rid, ok, body, max_rss_kb, duration_ms, started_at, output, dropped = message
         if ok and len(body) > RESPONSE_LIMIT:
-            return self._outcome("failed", error_body(
+            ok, body = False, error_body(
                 "Function.ResponseSizeTooLarge",
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
-                f"({RESPONSE_LIMIT} bytes)."), t0, started_at, max_rss_kb)
+                f"({RESPONSE_LIMIT} bytes).")
         # after running out of memory or exiting, the runtime ends itself: never reuse it
         fatal = not ok and (b'"Runtime.OutOfMemory"' in body[:200] or b'"Runtime.ExitError"' in body[:200])
-        reusable = not fatal and self.state != "dead"
-        return self._outcome("succeeded" if ok else "failed", body, t0, started_at, max_rss_kb, reusable)
+        return Outcome(status="succeeded" if ok else "failed", body=body, duration_ms=duration_ms,
+                       started_at=started_at, ended_at=started_at + duration_ms / 1000, max_rss_kb=max_rss_kb,
+                       reusable=not fatal and self.state != "dead", output=output, dropped=dropped)
+
+    def _decided(self, status: str, body: bytes, pending: _Pending, reusable: bool = False) -> Outcome:
+        """An outcome the node decided (a timeout, an exit): timed from when the invocation started."""
+        t0 = pending.t0 or time.perf_counter()
+        return self._outcome(status, body, t0, pending.started_at, self.max_rss_kb_now(), reusable)
 
     def _outcome(self, status: str, body: bytes, t0: float, started_at: float, max_rss_kb: int = 0,
                  reusable: bool = True) -> Outcome:

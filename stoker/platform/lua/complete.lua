@@ -8,6 +8,7 @@
 -- KEYS[6]  {p}:node:{id}:idle  hash function:version -> unreserved idle warm workers
 -- KEYS[7]  {p}:inbox:{id}    this node's inbox stream (consumer group ARGV[2])
 -- KEYS[8]  {p}:delayed       zset of retries
+-- KEYS[9]  {p}:capacity      stream: one entry per call that freed capacity (wakes schedulers)
 -- ARGV[1]  prefix
 -- ARGV[2]  consumer group of the inbox
 -- ARGV[3]  the most log chunks kept per function (approximate trim)
@@ -76,5 +77,8 @@ for i = 4, #ARGV, 13 do
   if owned and notify ~= '' then
     redis.call('XADD', notify, 'MAXLEN', '~', 100000, '*', 'o', outcome)
   end
+end
+if acked_total > 0 then
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', 100, '*', 'n', acked_total)
 end
 return acked_total

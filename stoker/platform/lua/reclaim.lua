@@ -7,6 +7,7 @@
 -- KEYS[5]  {p}:intake:sync     stream
 -- KEYS[6]  {p}:intake:async    stream
 -- KEYS[7]  {p}:conc            hash function -> events placed and unfinished
+-- KEYS[8]  {p}:capacity        stream that wakes schedulers holding events (capacity freed)
 -- ARGV[1]  node id
 -- ARGV[2]  consumer group of the inbox
 -- ARGV[3]  cutoff (ms): the node is dead if its last heartbeat is older
@@ -46,4 +47,5 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[4], '-', '+')) do
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
+if n > 0 then redis.call('XADD', KEYS[8], 'MAXLEN', '~', 100, '*', 'n', n) end
 return n
