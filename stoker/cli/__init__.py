@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "stoker.cli.db",
     "stoker.cli.functions",
     "stoker.cli.ledger",
+    "stoker.cli.bill",
 ]
 
 
