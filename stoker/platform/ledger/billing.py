@@ -109,9 +109,8 @@ def parse_month(value: str, option: str = "month") -> tuple[dt.datetime, dt.date
     return start, next_month(start)
 
 
-def _billed_ms(engine: Engine) -> ColumnElement[Any]:
-    """max(1, ceil(duration_ms)) in SQL (SQLite has no ceil everywhere; PostgreSQL's cast rounds)."""
-    d = Attempt.duration_ms
+def _billed_ms(engine: Engine, d: Any) -> ColumnElement[Any]:
+    """max(1, ceil(d)) in SQL (SQLite has no ceil everywhere; PostgreSQL's cast rounds)."""
     if engine.dialect.name == "postgresql":
         return cast(func.greatest(1, func.ceil(d)), SqlInteger)
     whole = cast(d, SqlInteger)
@@ -128,23 +127,36 @@ def _period_key(engine: Engine, by: str) -> ColumnElement[Any]:
 
 
 def usage(engine: Engine, since: dt.datetime, until: dt.datetime, by: str) -> dict[tuple[str, str], Usage]:
-    """Usage in [since, until) keyed by (month, function) or (month, day)."""
-    billed = func.coalesce(Invocation.memory_mb, 128) * _billed_ms(engine)
+    """Usage in [since, until) keyed by (month, function) or (month, day).
+
+    One pass over the invocations received in the period (the received_at index). An
+    invocation tried once is billed from its own row, whose billed_ms is that try's; only
+    the few tried more than once look up their tries in `attempts`.
+    """
+    a = Attempt
+    billable_try = and_(a.invocation_id == Invocation.id, a.duration_ms.is_not(None), a.outcome.in_(BILLED_OUTCOMES),
+                        func.coalesce(a.error_type, literal("")).not_in(UNBILLED_ERRORS))
+    tries = select(func.count()).where(billable_try).scalar_subquery()
+    tries_mb_ms = select(func.sum(_billed_ms(engine, a.duration_ms))).where(billable_try).scalar_subquery()
+    once_billable = and_(Invocation.billed_ms.is_not(None),
+                         func.coalesce(Invocation.error_type, literal("")).not_in(UNBILLED_ERRORS))
+    many = func.coalesce(Invocation.attempts, 0) > 1
+    requests = case((many, tries), (once_billable, 1), else_=0)
+    memory = func.coalesce(Invocation.memory_mb, 128)
+    mb_ms = case((many, memory * func.coalesce(tries_mb_ms, 0)), (once_billable, memory * Invocation.billed_ms),
+                 else_=0)
     month = _period_key(engine, "month")
     group = Invocation.function if by == "function" else _period_key(engine, "day")
     q = (
-        select(month, group, func.count(), func.sum(billed))
-        .select_from(Attempt)
-        .join(Invocation, Invocation.id == Attempt.invocation_id)
-        .where(and_(Invocation.received_at >= since, Invocation.received_at < until,
-                    Attempt.duration_ms.is_not(None), Attempt.outcome.in_(BILLED_OUTCOMES),
-                    func.coalesce(Attempt.error_type, literal("")).not_in(UNBILLED_ERRORS)))
+        select(month, group, func.sum(requests), func.sum(mb_ms))
+        .where(Invocation.received_at >= since, Invocation.received_at < until)
         .group_by(month, group)
     )
     out: dict[tuple[str, str], Usage] = defaultdict(Usage)
     with engine.connect() as conn:
-        for m, key, requests, mb_ms in conn.execute(q):
-            out[(str(m), str(key))].add(int(requests), int(mb_ms or 0))
+        for m, key, n, total in conn.execute(q):
+            if n:
+                out[(str(m), str(key))].add(int(n), int(total or 0))
     return out
 
 

@@ -27,6 +27,10 @@ from stoker.platform.ledger.models import Attempt, Invocation
 
 log = logging.getLogger(__name__)
 
+#: the SQLite page cache of the writer's connections (KiB); the default 2 MB thrashes once the
+#: primary-key index of a large ledger no longer fits, and random ids touch every part of it
+SQLITE_CACHE_KB = 64 * 1024
+
 INVOCATIONS: Table = Invocation.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 
@@ -136,6 +140,10 @@ class TableUpsert:
     def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         params = self.params(rows)
         if not self.copy:
+            if "stoker_cache" not in conn.info:
+                conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}")
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 16384")
+                conn.info["stoker_cache"] = True
             conn.exec_driver_sql(self.sql, params)
             return
         ready = conn.info.setdefault("stoker_staging", set())
