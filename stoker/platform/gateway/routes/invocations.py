@@ -36,7 +36,7 @@ from stoker.platform.ledger.retention import cutoff, prune
 from stoker.platform.logstream import read_logs
 from stoker.platform.timeparse import iso
 
-LOG_WINDOW_BEFORE_MS = 1_000
+LOG_WINDOW_BEFORE_MS = 60_000  # generous: the gateway, nodes and Redis keep their own clocks
 LOG_WINDOW_AFTER_MS = 120_000
 
 
