@@ -212,7 +212,7 @@ def run_one(name: str, url: str, rows: int, runs: int, redis_url: str | None) ->
         result["rows"] = count
         result["writer"]["rows_per_s"] = count / result["writer"]["seconds"]
         if engine.dialect.name == "postgresql":
-            with engine.connect() as conn:
+            with engine.begin() as conn:  # as autovacuum would, soon after a bulk load
                 conn.exec_driver_sql("analyze")
         print(f"== {name}: {count:,} rows; timing queries", file=sys.stderr)
         result["queries"] = queries(engine, runs)

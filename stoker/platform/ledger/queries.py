@@ -1,8 +1,9 @@
 """Reading the ledger: filtered lists of invocations, one invocation in full, and export.
 
-Every filter is served by an index (see models.py): a function, a status, a trigger or a
-node with a time range each walk their own `(column, received_at)` index newest first
-and stop at the limit.
+The filters are served by indexes (models.py): a function, a status, a trigger or a node
+walks its own `(column, received_at)` index newest first and stops at the limit (a time
+range bounds the walk); cold starts have a partial index of their own; a version is read
+with its function's index.
 """
 
 from __future__ import annotations
@@ -58,9 +59,14 @@ class InvocationFilter:
     def where(self, q: Select[Any]) -> Select[Any]:
         for column, value in ((Invocation.function, self.function), (Invocation.version, self.version),
                               (Invocation.status, self.status), (Invocation.trigger, self.trigger),
-                              (Invocation.node, self.node), (Invocation.cold, self.cold)):
+                              (Invocation.node, self.node)):
             if value is not None:
                 q = q.where(column == value)
+        if self.cold is not None:
+            # as a literal (`cold = 1`), which the partial index's own WHERE matches; a bound
+            # parameter would keep SQLite from using it
+            cold: Any = Invocation.cold if self.cold else ~Invocation.cold
+            q = q.where(cold)
         if self.since is not None:
             q = q.where(Invocation.received_at >= self.since)
         if self.until is not None:

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 #: the SQLite page cache of the writer's connections (KiB); the default 2 MB thrashes once the
 #: primary-key index of a large ledger no longer fits, and random ids touch every part of it
 SQLITE_CACHE_KB = 64 * 1024
+#: WAL pages before a checkpoint (each an fsync of both files); the default 1,000 pages meant
+#: one checkpoint per batch
+SQLITE_WAL_CHECKPOINT_PAGES = 16384
 
 INVOCATIONS: Table = Invocation.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
@@ -140,10 +143,6 @@ class TableUpsert:
     def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         params = self.params(rows)
         if not self.copy:
-            if "stoker_cache" not in conn.info:
-                conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}")
-                conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 16384")
-                conn.info["stoker_cache"] = True
             conn.exec_driver_sql(self.sql, params)
             return
         ready = conn.info.setdefault("stoker_staging", set())
@@ -158,6 +157,13 @@ class TableUpsert:
             cursor.execute(self.sql)
         finally:
             cursor.close()
+
+
+def _tune_sqlite(conn: Connection) -> None:
+    """Settings for the connections the writer uses (the rest keep the defaults of db.py)."""
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}")
+    conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_CHECKPOINT_PAGES}")
+    conn.info["stoker_writer"] = True
 
 
 _STATEMENTS: dict[tuple[str, str], TableUpsert] = {}
@@ -176,6 +182,8 @@ def upsert(engine: Engine, invocations: list[dict[str, Any]], attempts: list[dic
     inv = _statement(engine, INVOCATIONS, ("id",), guard_rank=True)
     att = _statement(engine, ATTEMPTS, ("invocation_id", "attempt"), guard_rank=False)
     with engine.begin() as conn:
+        if engine.dialect.name == "sqlite" and "stoker_writer" not in conn.info:
+            _tune_sqlite(conn)
         if invocations:
             inv.execute(conn, invocations)
         if attempts:
