@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from stoker.platform.db import make_engine, migrate
 from stoker.platform.ledger import records as R
@@ -110,20 +110,54 @@ def batches(rows: int, seed: int = 7) -> Iterator[list[bytes]]:
         yield pending
 
 
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving an engine, when the server runs on this
+    machine (read from /proc): with COPY, the server does much of the writer's work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.pids: set[int] = set()
+        if engine.dialect.name == "postgresql":
+            @event.listens_for(engine, "connect")
+            def _remember(dbapi_connection: Any, _record: Any) -> None:
+                with dbapi_connection.cursor() as cur:
+                    cur.execute("select pg_backend_pid()")
+                    self.pids.add(int(cur.fetchone()[0]))
+
+    def seconds(self) -> float | None:
+        total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+        for pid in self.pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None  # not on this machine, or gone
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+
 def seed(engine: Engine, rows: int) -> dict[str, float]:
-    """Write `rows` invocations through the writer's batch path; time only the writing."""
-    written = records = 0
-    spent = 0.0
+    """Write `rows` invocations through the writer's batch path; time only the writing.
+
+    Besides the wall-clock rate, the CPU seconds spent (this process, plus the PostgreSQL
+    backends when local) give the rate one free core sustains, which a shared machine's
+    wall clock does not show."""
+    backend = BackendCpu(engine)
+    records = 0
+    spent = cpu = 0.0
     last_report = time.monotonic()
     for batch in batches(rows):
-        t0 = time.perf_counter()
-        written += write_records(engine, batch)
+        t0, c0 = time.perf_counter(), time.process_time()
+        write_records(engine, batch)
         spent += time.perf_counter() - t0
+        cpu += time.process_time() - c0
         records += len(batch)
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             print(f"    ... {records:,} records, {records / spent:,.0f} records/s", file=sys.stderr)
-    return {"records": records, "seconds": spent, "records_per_s": records / spent}
+    server = backend.seconds() if engine.dialect.name == "postgresql" else 0.0
+    out = {"records": records, "seconds": spent, "records_per_s": records / spent, "cpu_seconds": cpu}
+    if server is not None:
+        out["server_cpu_seconds"] = server
+    return out
 
 
 def timed(fn: Callable[[], Any], runs: int) -> dict[str, float]:
@@ -173,7 +207,8 @@ def queries(engine: Engine, runs: int) -> dict[str, dict[str, float]]:
 
 
 async def full_writer(db_url: str, redis_url: str, rows: int) -> dict[str, float]:
-    """The whole writer path: records on a Redis stream, read, written, acked, by LedgerWriter."""
+    """The whole writer path as it runs: records on a Redis stream, read, written and acked by
+    LedgerWriter.run."""
     from stoker.platform.context import PlatformContext
     from stoker.platform.ledger.writer import LedgerWriter
     from stoker.settings import Settings
@@ -191,10 +226,14 @@ async def full_writer(db_url: str, redis_url: str, rows: int) -> dict[str, float
                 pipe.xadd(ctx.keys.ledger, {"r": record})
             await pipe.execute()
             records += len(batch)
+        stop = asyncio.Event()
         t0 = time.perf_counter()
-        while await writer.step(block_ms=None):
-            pass
+        running = asyncio.create_task(writer.run(stop))
+        while writer.written < records:
+            await asyncio.sleep(0.01)
         spent = time.perf_counter() - t0
+        stop.set()
+        await running
         return {"records": records, "seconds": spent, "records_per_s": records / spent}
     finally:
         await ctx.redis.delete(ctx.keys.ledger)
@@ -210,7 +249,10 @@ def run_one(name: str, url: str, rows: int, runs: int, redis_url: str | None) ->
         with engine.connect() as conn:
             count = conn.exec_driver_sql("select count(*) from invocations").scalar_one()
         result["rows"] = count
-        result["writer"]["rows_per_s"] = count / result["writer"]["seconds"]
+        w = result["writer"]
+        w["rows_per_s"] = count / w["seconds"]
+        if "server_cpu_seconds" in w:
+            w["rows_per_cpu_s"] = count / (w["cpu_seconds"] + w["server_cpu_seconds"])
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:  # as autovacuum would, soon after a bulk load
                 conn.exec_driver_sql("analyze")
@@ -229,6 +271,9 @@ def report(name: str, r: dict[str, Any]) -> None:
     print(f"\n{name}: {r['rows']:,} invocations")
     print(f"  writer (batch path):   {w['rows_per_s']:>10,.0f} invocation rows/s, {w['records_per_s']:,.0f} "
           f"records/s ({w['records']:,} records in {w['seconds']:.1f} s)")
+    if "rows_per_cpu_s" in w:
+        print(f"  writer per CPU-second: {w['rows_per_cpu_s']:>10,.0f} invocation rows (client "
+              f"{w['cpu_seconds']:.1f} s + server {w.get('server_cpu_seconds', 0):.1f} s of CPU)")
     if "full_writer" in r:
         fw = r["full_writer"]
         print(f"  writer (Redis -> SQL): {fw['records_per_s']:>10,.0f} records/s  ({fw['records']:,} records)")
@@ -250,6 +295,8 @@ def main() -> None:
     args = p.parse_args()
 
     results: dict[str, Any] = {}
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
+          file=sys.stderr)
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory(prefix="stoker-ledger-bench-") as tmp:
             results["sqlite"] = run_one("sqlite", f"sqlite:///{tmp}/ledger.db", args.rows, args.runs, args.redis)
@@ -266,6 +313,7 @@ def main() -> None:
         finally:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{name}" with (force)')
+    print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for name, r in results.items():
         report(name, r)
     if args.json:

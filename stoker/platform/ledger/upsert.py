@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table
@@ -140,8 +141,7 @@ class TableUpsert:
             out.append(tuple(values))
         return out
 
-    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        params = self.params(rows)
+    def execute(self, conn: Connection, params: list[tuple[Any, ...]]) -> None:
         if not self.copy:
             conn.exec_driver_sql(self.sql, params)
             return
@@ -167,6 +167,8 @@ def _tune_sqlite(conn: Connection) -> None:
 
 
 _STATEMENTS: dict[tuple[str, str], TableUpsert] = {}
+INVOCATION_UPSERT = (INVOCATIONS, ("id",), True)
+ATTEMPT_UPSERT = (ATTEMPTS, ("invocation_id", "attempt"), False)
 
 
 def _statement(engine: Engine, table: Table, key: tuple[str, ...], guard_rank: bool) -> TableUpsert:
@@ -177,21 +179,16 @@ def _statement(engine: Engine, table: Table, key: tuple[str, ...], guard_rank: b
     return found
 
 
-def upsert(engine: Engine, invocations: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> None:
-    """Write merged rows in one transaction."""
-    inv = _statement(engine, INVOCATIONS, ("id",), guard_rank=True)
-    att = _statement(engine, ATTEMPTS, ("invocation_id", "attempt"), guard_rank=False)
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite" and "stoker_writer" not in conn.info:
-            _tune_sqlite(conn)
-        if invocations:
-            inv.execute(conn, invocations)
-        if attempts:
-            att.execute(conn, attempts)
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch decoded, merged and turned into driver parameters, ready to write."""
+
+    invocations: list[tuple[Any, ...]]
+    attempts: list[tuple[Any, ...]]
 
 
-def write_records(engine: Engine, raw: list[bytes]) -> int:
-    """Decode, merge and write one batch of encoded records. Returns the invocations written."""
+def prepare(engine: Engine, raw: list[bytes]) -> PreparedBatch:
+    """The Python half of writing a batch: decode, merge, driver parameters."""
     records = []
     for data in raw:
         try:
@@ -199,5 +196,28 @@ def write_records(engine: Engine, raw: list[bytes]) -> int:
         except Exception as e:  # a malformed record must not block the ledger forever
             log.error("skipping an undecodable ledger record: %s", e)
     invocations, attempts = merge(records)
-    upsert(engine, invocations, attempts)
-    return len(invocations)
+    return PreparedBatch(_statement(engine, *INVOCATION_UPSERT).params(invocations),
+                         _statement(engine, *ATTEMPT_UPSERT).params(attempts))
+
+
+def apply(engine: Engine, batch: PreparedBatch) -> int:
+    """The database half: both tables in one transaction. Returns the invocations written."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite" and "stoker_writer" not in conn.info:
+            _tune_sqlite(conn)
+        if batch.invocations:
+            _statement(engine, *INVOCATION_UPSERT).execute(conn, batch.invocations)
+        if batch.attempts:
+            _statement(engine, *ATTEMPT_UPSERT).execute(conn, batch.attempts)
+    return len(batch.invocations)
+
+
+def upsert(engine: Engine, invocations: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> None:
+    """Write merged rows in one transaction."""
+    apply(engine, PreparedBatch(_statement(engine, *INVOCATION_UPSERT).params(invocations),
+                                _statement(engine, *ATTEMPT_UPSERT).params(attempts)))
+
+
+def write_records(engine: Engine, raw: list[bytes]) -> int:
+    """Decode, merge and write one batch of encoded records. Returns the invocations written."""
+    return apply(engine, prepare(engine, raw))

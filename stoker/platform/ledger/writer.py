@@ -60,6 +60,9 @@ class LedgerWriter:
                     await pruner
 
     async def _write_until(self, stop: asyncio.Event) -> None:
+        # One batch at a time. Preparing the next batch in a thread while the database writes the
+        # last was tried and was slower: SQLite releases the GIL at every row, and each time the
+        # preparing thread held it (the convoy effect).
         backoff = 0.0
         while not stop.is_set():
             try:
@@ -68,6 +71,7 @@ class LedgerWriter:
             except asyncio.CancelledError:
                 raise
             except (RedisError, SQLAlchemyError, OSError) as e:
+                # entries not acked stay pending, and are adopted again after ADOPT_IDLE_MS
                 backoff = min(5.0, backoff * 2 or 0.2)
                 log.warning("ledger writer: %s; retrying in %.1fs", e, backoff)
                 with contextlib.suppress(TimeoutError):
@@ -77,8 +81,8 @@ class LedgerWriter:
             while await self.step(block_ms=None):
                 pass
 
-    async def step(self, block_ms: int | None) -> int:
-        """Read one batch (adopting a dead writer's entries first) and write it. Returns its size."""
+    async def _read(self, block_ms: int | None) -> list[Any]:
+        """One batch of entries, adopting a dead writer's (or our own failed) entries first."""
         redis, stream = self.ctx.redis, self.ctx.keys.ledger
         _next, claimed, *_ = await redis.xautoclaim(stream, K.LEDGER_GROUP, self.consumer, ADOPT_IDLE_MS, "0-0",
                                                     count=self.batch)
@@ -88,16 +92,22 @@ class LedgerWriter:
                                               block=block_ms)
             for _s, items in response or ():
                 entries.extend(items)
+        return entries
+
+    async def _ack(self, ids: list[Any]) -> None:
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        pipe.xack(self.ctx.keys.ledger, K.LEDGER_GROUP, *ids)
+        pipe.xdel(self.ctx.keys.ledger, *ids)
+        await pipe.execute()
+        self.written += len(ids)
+
+    async def step(self, block_ms: int | None) -> int:
+        """Read one batch and write it; ack it once committed. Returns its size."""
+        entries = await self._read(block_ms)
         if not entries:
             return 0
-        raw = [fields.get(b"r") for _id, fields in entries]
-        await asyncio.to_thread(write_records, self.engine, [r for r in raw if r is not None])
-        ids = [e[0] for e in entries]
-        pipe = redis.pipeline(transaction=True)
-        pipe.xack(stream, K.LEDGER_GROUP, *ids)
-        pipe.xdel(stream, *ids)
-        await pipe.execute()
-        self.written += len(entries)
+        await asyncio.to_thread(write_records, self.engine, _records(entries))
+        await self._ack([e[0] for e in entries])
         return len(entries)
 
     async def _prune_regularly(self, stop: asyncio.Event) -> None:
@@ -115,3 +125,7 @@ class LedgerWriter:
                 log.warning("ledger retention: %s; trying again later", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 60)
+
+
+def _records(entries: list[Any]) -> list[bytes]:
+    return [fields[b"r"] for _id, fields in entries if fields.get(b"r") is not None]
