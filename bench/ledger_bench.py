@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from stoker.platform.db import make_engine, migrate
+from stoker.platform.envelope import new_invocation_id
 from stoker.platform.ledger import records as R
 from stoker.platform.ledger.billing import Prices, compute_bill
 from stoker.platform.ledger.queries import InvocationFilter, list_invocations
@@ -49,12 +50,13 @@ WEIGHTS = [1 / (i + 1) for i in range(50)]  # a few busy functions, a long tail
 TRIGGERS = ["api"] * 70 + ["http"] * 15 + ["queue"] * 10 + ["cron"] * 2 + ["files"] * 3
 NODES = [f"node-{i}" for i in range(4)]
 DAYS = 30
+RANDOM_IDS = False  # --random-ids: uuid4 ids, as stoker made them before (for comparison)
 
 
 def records_for(i: int, start: float, span: float, rng: random.Random) -> list[bytes]:
     """The ledger records one invocation produces, as producers write them."""
-    invocation_id = str(uuid.UUID(int=rng.getrandbits(128)))
     received = start + span * i / 1_000_000 + rng.random()
+    invocation_id = str(uuid.UUID(int=rng.getrandbits(128))) if RANDOM_IDS else new_invocation_id(int(received * 1000))
     function = rng.choices(FUNCTIONS, WEIGHTS)[0]
     trigger = rng.choice(TRIGGERS)
     asynchronous = trigger in ("queue", "cron", "files")
@@ -291,8 +293,12 @@ def main() -> None:
                                                              "postgresql://root@127.0.0.1:5432/postgres"),
                    help="a PostgreSQL database to create the bench database from")
     p.add_argument("--redis", default=None, help="a Redis URL: also time the full writer path (100,000 rows)")
+    p.add_argument("--random-ids", action="store_true",
+                   help="random (uuid4) invocation ids instead of stoker's time-ordered ones, to compare")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = p.parse_args()
+    global RANDOM_IDS
+    RANDOM_IDS = args.random_ids
 
     results: dict[str, Any] = {}
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
