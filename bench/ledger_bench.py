@@ -97,11 +97,12 @@ def records_for(i: int, start: float, span: float, rng: random.Random) -> list[b
     return out
 
 
-def batches(rows: int, seed: int = 7) -> Iterator[list[bytes]]:
-    """Batches of records as the writer reads them from the stream: BATCH entries each."""
+def batches(rows: int, seed: int = 7, start: float | None = None, days: float = DAYS) -> Iterator[list[bytes]]:
+    """Batches of records as the writer reads them from the stream: BATCH entries each, for
+    invocations received over `days` from `start` (default: the last DAYS days)."""
     rng = random.Random(seed)
-    start = time.time() - DAYS * 86400
-    span = DAYS * 86400 * 1_000_000 / rows
+    start = time.time() - days * 86400 if start is None else start
+    span = days * 86400 * 1_000_000 / rows
     pending: list[bytes] = []
     for i in range(rows):
         pending.extend(records_for(i, start, span, rng))
@@ -222,7 +223,8 @@ async def full_writer(db_url: str, redis_url: str, rows: int) -> dict[str, float
     try:
         await ctx.bus.ensure_group(ctx.keys.ledger, "ledger")
         records = 0
-        for batch in batches(rows, seed=99):
+        # new invocations, received after those already in the ledger, as in production
+        for batch in batches(rows, seed=99, start=time.time(), days=1 / 24):
             pipe = ctx.redis.pipeline(transaction=False)
             for record in batch:
                 pipe.xadd(ctx.keys.ledger, {"r": record})
