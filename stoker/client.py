@@ -241,16 +241,44 @@ class Client:
         result: dict[str, Any] = self._json("GET", f"/api/invocations/{invocation_id}")
         return result
 
+    def export_invocations(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every row matching the filters, oldest first, streamed (no limit)."""
+        params = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in filters.items() if v is not None}
+        try:
+            with self._http.stream("GET", "/api/invocations/export", params=params,
+                                   timeout=httpx.Timeout(30.0, read=300.0)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise _error_from(r)
+                for line in r.iter_lines():
+                    if line.strip():
+                        yield orjson.loads(line)
+        except httpx.HTTPError as e:
+            raise E.PlatformUnavailable(f"lost the export stream from {self.url}: {e}") from None
+
+    def prune_invocations(self, older_than: str, dry_run: bool = False) -> dict[str, Any]:
+        """Delete ledger rows received more than `older_than` (e.g. "30d") ago."""
+        params = {"older_than": older_than, "dry_run": str(dry_run).lower()}
+        result: dict[str, Any] = self._json("DELETE", "/api/invocations", params=params)
+        return result
+
+    def bill(self, since: str | None = None, until: str | None = None, month: str | None = None,
+             by: str = "function", free_tier: bool = True) -> dict[str, Any]:
+        params = {k: v for k, v in (("since", since), ("until", until), ("month", month)) if v}
+        params.update(by=by, free_tier=str(free_tier).lower())
+        result: dict[str, Any] = self._json("GET", "/api/bill", params=params)
+        return result
+
     def logs(self, name: str, tail: int | None = None, since: str | None = None,
              request_id: str | None = None) -> list[dict[str, Any]]:
-        params = {k: str(v) for k, v in (("tail", tail), ("since", since), ("request_id", request_id)) if v}
+        params = {k: str(v) for k, v in (("tail", tail), ("since", since), ("request_id", request_id)) if v is not None}
         data = self._json("GET", f"/api/functions/{name}/logs", params=params)
         lines: list[dict[str, Any]] = data["lines"]
         return lines
 
     def follow_logs(self, name: str, tail: int | None = None, since: str | None = None,
                     request_id: str | None = None) -> Iterator[dict[str, Any]]:
-        params = {k: str(v) for k, v in (("tail", tail), ("since", since), ("request_id", request_id)) if v}
+        params = {k: str(v) for k, v in (("tail", tail), ("since", since), ("request_id", request_id)) if v is not None}
         params["follow"] = "true"
         try:
             with self._http.stream("GET", f"/api/functions/{name}/logs", params=params,

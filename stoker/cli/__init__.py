@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "stoker.cli.bridges",
     "stoker.cli.versions",
     "stoker.cli.tokens",
+    "stoker.cli.bill",
 ]
 
 

@@ -8,6 +8,7 @@ so that Lua scripts and the scheduler never decode the payload.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -27,8 +28,18 @@ ASYNC_PAYLOAD_LIMIT = 1024 * 1024
 _WIRE_TAG = 1  # bump when the layout below changes
 
 
-def new_invocation_id() -> str:
-    return str(uuid.uuid4())
+def new_invocation_id(at_ms: int | None = None) -> str:
+    """A UUID of version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    As unique as a random UUID and shaped like Lambda's request ids, but ordered by time:
+    the ledger's primary-key indexes then grow at their end instead of taking writes all
+    over at every batch, which made the ledger writer about 1.6 times faster at 500,000
+    rows on SQLite (and the gap grows with the ledger; see bench/ledger_bench.py).
+    """
+    ms = (time.time_ns() // 1_000_000 if at_ms is None else at_ms) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Function logs: chunks of an invocation's lines on the stream `{p}:logs:{function}`.
 
-A node writes one chunk per invocation (START ... END, REPORT), in the same atomic
-hand-off as the result. Each stream is trimmed by length as it is written and by age
-by the scheduler (STOKER_LOG_RETENTION), so logs survive a restart with the Redis AOF.
+A node writes one chunk per try (START ... END, REPORT), in the same atomic hand-off as
+the result; its lines are capped per invocation (`output_limit` in stoker.toml, 1 MB by
+default) with a marker line saying how much was dropped. Each stream is trimmed by length
+as it is written (STOKER_LOG_MAX_ENTRIES chunks) and by age by the scheduler
+(STOKER_LOG_RETENTION seconds), so logs survive a restart with the Redis AOF.
 """
 
 from __future__ import annotations
@@ -48,25 +50,47 @@ def _lines_of(entry: Any, request_id: str | None = None) -> list[LogLine]:
     return [LogLine(int(ts), rid, text) for ts, text in lines]
 
 
+PAGE = 1000
+
+
 async def read_logs(redis: aioredis.Redis, keys: Keys, function: str, *, since_ms: int | None = None,
                     until_ms: int | None = None, tail: int | None = None,
                     request_id: str | None = None, max_entries: int = 10_000) -> tuple[list[LogLine], str]:
-    """Lines oldest first, and the stream id to follow from."""
+    """Lines oldest first, and the stream id to follow from.
+
+    With `request_id`, the whole range is searched (page by page) for that invocation's
+    lines; with `since_ms`, up to `max_entries` chunks from then on; otherwise the newest
+    `max_entries` chunks (or just enough for `tail` lines).
+    """
     stream = keys.logs(function)
     start = str(since_ms) if since_ms is not None else "-"
     end = str(until_ms) if until_ms is not None else "+"
     entries: Any
-    if tail is not None and since_ms is None and request_id is None:
-        # enough chunks from the end to hold `tail` lines (a chunk holds at least 3)
-        newest_first: Any = await redis.xrevrange(stream, end, start, count=max(1, tail))
-        entries = list(reversed(newest_first))
+    lines: list[LogLine] = []
+    last: str | None = None
+    if request_id is not None:
+        while True:
+            page: Any = await redis.xrange(stream, start, end, count=PAGE)
+            for entry in page:
+                lines.extend(_lines_of(entry, request_id))
+            if page:
+                last = page[-1][0].decode()
+                start = "(" + last
+            if len(page) < PAGE:
+                break
     else:
-        entries = await redis.xrange(stream, start, end, count=max_entries)
-    lines = [line for e in entries for line in _lines_of(e, request_id)]
+        if since_ms is None:
+            wanted = max(1, tail) if tail is not None else max_entries
+            newest_first: Any = await redis.xrevrange(stream, end, start, count=min(wanted, max_entries))
+            entries = list(reversed(newest_first))
+        else:
+            entries = await redis.xrange(stream, start, end, count=max_entries)
+        lines = [line for e in entries for line in _lines_of(e)]
+        if entries:
+            last = entries[-1][0].decode()
     if tail is not None:
         lines = lines[-tail:] if tail > 0 else []
-    last = entries[-1][0].decode() if entries else (await _last_id(redis, stream))
-    return lines, last
+    return lines, last if last is not None else await _last_id(redis, stream)
 
 
 async def _last_id(redis: aioredis.Redis, stream: str) -> str:
@@ -74,15 +98,17 @@ async def _last_id(redis: aioredis.Redis, stream: str) -> str:
     return last[0][0].decode() if last else "0-0"
 
 
-async def follow(redis: aioredis.Redis, keys: Keys, function: str, after: str,
-                 request_id: str | None = None) -> AsyncIterator[LogLine]:
-    """New lines as they are written, forever (the caller stops iterating to end it)."""
+async def follow(redis: aioredis.Redis, keys: Keys, function: str, after: str, request_id: str | None = None,
+                 block_ms: int = 5000) -> AsyncIterator[list[LogLine]]:
+    """Batches of new lines as they are written, forever (the caller stops iterating to end it).
+    An empty batch means nothing came for `block_ms`: a chance to keep an idle connection alive."""
     stream = keys.logs(function)
     last = after
     while True:
-        response: Any = await redis.xread({stream: last}, count=500, block=5000)
+        response: Any = await redis.xread({stream: last}, count=500, block=block_ms)
+        batch: list[LogLine] = []
         for _stream, entries in response or ():
             for entry in entries:
                 last = entry[0].decode()
-                for line in _lines_of(entry, request_id):
-                    yield line
+                batch.extend(_lines_of(entry, request_id))
+        yield batch

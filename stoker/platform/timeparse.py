@@ -1,4 +1,9 @@
-"""Points in time as users write them: ISO 8601, or relative (`30s`, `10m`, `2h`, `7d` ago)."""
+"""Points in time and durations as users write them.
+
+A point in time is ISO 8601 (`2026-01-31T12:00:00Z`, `2026-01-31`; no zone means UTC),
+`now`, or a duration ago (`30s`, `10m`, `2h`, `7d`, `1w`). A duration is the same
+`NUMBER UNIT`. Errors name the option or setting and show the accepted forms.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,19 @@ from stoker.errors import InvalidInput
 
 RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.ASCII)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-ACCEPTED = "ISO 8601 (2026-01-31T12:00:00Z) or a duration ago (30s, 10m, 2h, 7d)"
+ACCEPTED = "ISO 8601 (2026-01-31T12:00:00Z or 2026-01-31), now, or a duration ago (30s, 10m, 2h, 7d)"
+ACCEPTED_DURATION = "a number and a unit: 30s, 10m, 2h, 7d or 1w"
+
+
+def parse_duration(value: str, option: str) -> float:
+    """Seconds; `option` names the setting in the error, e.g. "--older-than"."""
+    m = RELATIVE.match(value)
+    if not m:
+        raise InvalidInput(f"{option} {value!r} is not a duration: use {ACCEPTED_DURATION}")
+    seconds = float(m.group(1)) * UNITS[m.group(2)]
+    if seconds <= 0:
+        raise InvalidInput(f"{option} {value!r} must be longer than zero: use {ACCEPTED_DURATION}")
+    return seconds
 
 
 def parse_time(value: str, option: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -22,6 +39,8 @@ def parse_time(value: str, option: str, now: dt.datetime | None = None) -> dt.da
         except OverflowError:
             raise InvalidInput(f"{option} {value!r} reaches back before the year 1") from None
     text = value.strip()
+    if text.lower() == "now":
+        return now
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:

@@ -155,9 +155,8 @@ class Executor:
             "rank": R.rank(envelope.attempt, decision.phase), "attempt": attempt,
         }
         if spec.get("retain_payloads"):
-            limit = int(spec.get("retain_limit", 64 * 1024))
-            record["payload"] = envelope.payload[:limit]
-            record["result"] = outcome.body[:limit]
+            record["payload"] = envelope.payload[:R.RETAIN_LIMIT]
+            record["result"] = outcome.body[:R.RETAIN_LIMIT]
         lines = logs.take()
         completion = Completion(
             node_id=node_id, entry_id=entry_id, function=envelope.function, function_version=envelope.function_version,

@@ -33,6 +33,7 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.functions",
     "stoker.platform.gateway.routes.invocations",
     "stoker.platform.gateway.routes.logs",
+    "stoker.platform.gateway.routes.bill",
     "stoker.platform.gateway.routes.bundles",
     "stoker.platform.gateway.routes.deadletters",
     "stoker.platform.gateway.routes.cron",

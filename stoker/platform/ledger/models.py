@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, Float, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from stoker.platform.db import Base, UTCDateTime
@@ -44,6 +44,11 @@ class Invocation(Base):
         Index("ix_invocations_function_received", "function", "received_at"),
         Index("ix_invocations_received", "received_at"),
         Index("ix_invocations_status_received", "status", "received_at"),
+        # 0003: the other filters (a partial index for cold starts, the rare rows)
+        Index("ix_invocations_trigger_received", "trigger", "received_at"),
+        Index("ix_invocations_node_received", "node", "received_at"),
+        Index("ix_invocations_cold_received", "received_at", sqlite_where=text("cold = 1"),
+              postgresql_where=text("cold")),
     )
 
 

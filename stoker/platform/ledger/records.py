@@ -18,6 +18,9 @@ STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "timed_
                              "dead_lettered")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "throttled", "dead_lettered"})
 
+#: the most bytes of a payload and of a result kept when a function sets retain_payloads
+RETAIN_LIMIT = 64 * 1024
+
 # phases within one attempt, in the order they happen
 QUEUED, RUNNING, ATTEMPT_DONE, TERMINAL = 0, 1, 2, 3
 

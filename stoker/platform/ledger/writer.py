@@ -1,111 +1,40 @@
 """The ledger writer: consumes the ledger stream and upserts rows in batches.
 
-Records of one invocation are merged within a batch, then written with one
-`INSERT ... ON CONFLICT DO UPDATE ... WHERE rank <= new rank` per table, so a
-redelivered or late record never duplicates or regresses a row. Entries are acked
+Each batch is merged and written by stoker.platform.ledger.upsert (an idempotent upsert,
+so a redelivered or late record never duplicates or regresses a row). Entries are acked
 only after their transaction commits. Any number of writers may run (one consumer
 group); a writer that dies leaves its entries to be adopted by another.
+
+With STOKER_LEDGER_RETENTION set, writers also prune the ledger once an hour; the lease
+`{p}:lock:ledger-prune` (held for the interval, never released early) makes it one prune
+an hour across all writers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, Table, func
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from stoker.platform import keys as K
 from stoker.platform.context import PlatformContext
-from stoker.platform.ledger import records as R
-from stoker.platform.ledger.models import Attempt, Invocation
+from stoker.platform.ledger.retention import prune, retention_from_env
+from stoker.platform.ledger.upsert import write_records
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
 ADOPT_IDLE_MS = 15_000
-
-INVOCATION_COLUMNS = [c.name for c in Invocation.__table__.columns]
-ATTEMPT_COLUMNS = [c.name for c in Attempt.__table__.columns]
-
-
-def merge(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Fold the records of each invocation into one row (higher rank wins, gaps filled)."""
-    rows: dict[str, dict[str, Any]] = {}
-    attempts: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in sorted(records, key=lambda r: r.get("rank", 0)):
-        attempt = record.pop("attempt", None)
-        row = rows.setdefault(record["id"], {})
-        for k, v in record.items():
-            if v is not None:
-                row[k] = v
-        if attempt:
-            a = attempts.setdefault((record["id"], attempt["attempt"]), {"invocation_id": record["id"]})
-            for k, v in attempt.items():
-                if v is not None:
-                    a[k] = v
-    inv = [{c: row.get(c) for c in INVOCATION_COLUMNS} for row in rows.values()]
-    for row in inv:
-        row["rank"] = row["rank"] or 0
-        row["status"] = row["status"] or "queued"
-        row["function"] = row["function"] or "?"
-    att = [{c: a.get(c) for c in ATTEMPT_COLUMNS} for a in attempts.values()]
-    for a in att:
-        a["outcome"] = a["outcome"] or "unknown"
-    return inv, att
-
-
-def _insert(engine: Engine, table: Table) -> Any:
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    else:
-        raise NotImplementedError(f"the ledger writer supports SQLite and PostgreSQL, not {engine.dialect.name}")
-    return insert(table)
-
-
-def upsert(engine: Engine, invocations: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> None:
-    inv_table: Table = Invocation.__table__  # type: ignore[assignment]
-    att_table: Table = Attempt.__table__  # type: ignore[assignment]
-    with engine.begin() as conn:
-        if invocations:
-            stmt = _insert(engine, inv_table)
-            ex = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[inv_table.c.id],
-                set_={c: func.coalesce(ex[c], inv_table.c[c]) for c in INVOCATION_COLUMNS if c != "id"},
-                where=ex.rank >= inv_table.c.rank,
-            )
-            conn.execute(stmt, invocations)
-        if attempts:
-            stmt = _insert(engine, att_table)
-            ex = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[att_table.c.invocation_id, att_table.c.attempt],
-                set_={c: func.coalesce(ex[c], att_table.c[c]) for c in ATTEMPT_COLUMNS
-                      if c not in ("invocation_id", "attempt")},
-            )
-            conn.execute(stmt, attempts)
-
-
-def write_records(engine: Engine, raw: list[bytes]) -> int:
-    records = []
-    for data in raw:
-        try:
-            records.append(R.decode(data))
-        except Exception as e:  # a malformed record must not block the ledger forever
-            log.error("skipping an undecodable ledger record: %s", e)
-    invocations, attempts = merge(records)
-    upsert(engine, invocations, attempts)
-    return len(invocations)
+PRUNE_EVERY_S = 3600.0
 
 
 class LedgerWriter:
@@ -117,9 +46,24 @@ class LedgerWriter:
         self.batch = batch
         self.consumer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
         self.written = 0
+        self.retention_s = retention_from_env()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ctx.bus.ensure_group(self.ctx.keys.ledger, K.LEDGER_GROUP)
+        pruner = asyncio.create_task(self._prune_regularly(stop)) if self.retention_s else None
+        try:
+            await self._write_until(stop)
+        finally:
+            if pruner is not None:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pruner
+
+    async def _write_until(self, stop: asyncio.Event) -> None:
+        # One batch at a time. Preparing the next batch in a thread while the database wrote the
+        # last was tried: slower on SQLite (it releases the GIL at every row, and the preparing
+        # thread held it: the convoy effect), no measurable gain on PostgreSQL on 2 cores. A
+        # PostgreSQL ledger scales by running more writers on the same stream instead.
         backoff = 0.0
         while not stop.is_set():
             try:
@@ -128,6 +72,7 @@ class LedgerWriter:
             except asyncio.CancelledError:
                 raise
             except (RedisError, SQLAlchemyError, OSError) as e:
+                # entries not acked stay pending, and are adopted again after ADOPT_IDLE_MS
                 backoff = min(5.0, backoff * 2 or 0.2)
                 log.warning("ledger writer: %s; retrying in %.1fs", e, backoff)
                 with contextlib.suppress(TimeoutError):
@@ -137,8 +82,8 @@ class LedgerWriter:
             while await self.step(block_ms=None):
                 pass
 
-    async def step(self, block_ms: int | None) -> int:
-        """Read one batch (adopting a dead writer's entries first) and write it. Returns its size."""
+    async def _read(self, block_ms: int | None) -> list[Any]:
+        """One batch of entries, adopting a dead writer's (or our own failed) entries first."""
         redis, stream = self.ctx.redis, self.ctx.keys.ledger
         _next, claimed, *_ = await redis.xautoclaim(stream, K.LEDGER_GROUP, self.consumer, ADOPT_IDLE_MS, "0-0",
                                                     count=self.batch)
@@ -148,14 +93,40 @@ class LedgerWriter:
                                               block=block_ms)
             for _s, items in response or ():
                 entries.extend(items)
+        return entries
+
+    async def _ack(self, ids: list[Any]) -> None:
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        pipe.xack(self.ctx.keys.ledger, K.LEDGER_GROUP, *ids)
+        pipe.xdel(self.ctx.keys.ledger, *ids)
+        await pipe.execute()
+        self.written += len(ids)
+
+    async def step(self, block_ms: int | None) -> int:
+        """Read one batch and write it; ack it once committed. Returns its size."""
+        entries = await self._read(block_ms)
         if not entries:
             return 0
-        raw = [fields.get(b"r") for _id, fields in entries]
-        await asyncio.to_thread(write_records, self.engine, [r for r in raw if r is not None])
-        ids = [e[0] for e in entries]
-        pipe = redis.pipeline(transaction=True)
-        pipe.xack(stream, K.LEDGER_GROUP, *ids)
-        pipe.xdel(stream, *ids)
-        await pipe.execute()
-        self.written += len(entries)
+        await asyncio.to_thread(write_records, self.engine, _records(entries))
+        await self._ack([e[0] for e in entries])
         return len(entries)
+
+    async def _prune_regularly(self, stop: asyncio.Event) -> None:
+        assert self.retention_s is not None
+        lease = self.ctx.keys.lock("ledger-prune")
+        while not stop.is_set():
+            try:
+                if await self.ctx.redis.set(lease, self.consumer, nx=True, px=int(PRUNE_EVERY_S * 1000)):
+                    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.retention_s)
+                    result = await asyncio.to_thread(prune, self.engine, before)
+                    if result.invocations:
+                        log.info("ledger retention: pruned %d invocations received before %s",
+                                 result.invocations, before.isoformat())
+            except (RedisError, SQLAlchemyError, OSError) as e:
+                log.warning("ledger retention: %s; trying again later", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 60)
+
+
+def _records(entries: list[Any]) -> list[bytes]:
+    return [fields[b"r"] for _id, fields in entries if fields.get(b"r") is not None]

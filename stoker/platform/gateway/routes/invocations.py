@@ -1,66 +1,118 @@
 """The ledger over HTTP.
 
-    GET /api/invocations        ?function= &version= &status= &trigger= &node= &cold= &since= &until= &limit=
-    GET /api/invocations/{id}   the row, its attempts and its log lines
+    GET    /api/invocations          ?function= &version= &status= &trigger= &node= &cold=true|false
+                                      &since= &until= &limit=   -> a list of rows, newest first
+    GET    /api/invocations/export   the same filters, no limit -> NDJSON, one row a line, oldest first
+    GET    /api/invocations/{id}     the row, `attempts` (one per try) and `logs` (its lines)
+    DELETE /api/invocations          ?older_than=30d [&dry_run=true] -> {"before", "invocations", "attempts"}
+
+Times are ISO 8601 or a duration ago (`10m`); a bad value or an unknown parameter is a 400
+naming the parameter and the accepted forms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
 from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
-from stoker.platform.ledger.queries import MAX_LIMIT, InvocationFilter, get_invocation, list_invocations
+from stoker.platform.ledger.queries import (
+    FILTER_PARAMS,
+    MAX_LIMIT,
+    export_invocations,
+    filter_from_params,
+    get_invocation,
+    list_invocations,
+)
 from stoker.platform.ledger.records import STATUSES
+from stoker.platform.ledger.retention import cutoff, prune
 from stoker.platform.logstream import read_logs
-from stoker.platform.timeparse import parse_time
+from stoker.platform.timeparse import iso
+
+LOG_WINDOW_BEFORE_MS = 60_000  # generous: the gateway, nodes and Redis keep their own clocks
+LOG_WINDOW_AFTER_MS = 120_000
 
 
-def filter_from_query(request: Request) -> InvocationFilter:
-    q = request.query_params
-    limit_raw = q.get("limit", "50")
-    if not (limit_raw.isascii() and limit_raw.isdigit()):
-        raise InvalidInput(f"limit {limit_raw!r} is not a whole number")
-    cold_raw = q.get("cold")
-    cold = None
-    if cold_raw is not None:
-        if cold_raw.lower() not in ("true", "false", "1", "0"):
-            raise InvalidInput(f"cold {cold_raw!r} must be true or false")
-        cold = cold_raw.lower() in ("true", "1")
-    return InvocationFilter(
-        function=q.get("function"), version=q.get("version"), status=q.get("status"), trigger=q.get("trigger"),
-        node=q.get("node"), cold=cold,
-        since=parse_time(q["since"], "since") if q.get("since") else None,
-        until=parse_time(q["until"], "until") if q.get("until") else None,
-        limit=int(limit_raw),
-    )
+def _engine(request: Request) -> Any:
+    engine = request.app.state.gateway.ctx.engine
+    if engine is None:
+        raise InvalidInput("this gateway runs without a ledger database (STOKER_DB_URL)")
+    return engine
 
 
 async def list_route(request: Request) -> Response:
-    g, _ = await authorize(request, "read")
-    f = filter_from_query(request)
-    assert g.ctx.engine is not None
-    rows = await asyncio.to_thread(list_invocations, g.ctx.engine, f)
+    await authorize(request, "read")
+    f = filter_from_params(request.query_params)
+    rows = await asyncio.to_thread(list_invocations, _engine(request), f)
     return json_response(rows)
+
+
+async def export_route(request: Request) -> Response:
+    await authorize(request, "read")
+    f = filter_from_params(request.query_params, allowed=tuple(p for p in FILTER_PARAMS if p != "limit"))
+    engine = _engine(request)
+    pages = export_invocations(engine, f)
+
+    async def stream() -> AsyncIterator[bytes]:
+        while True:
+            page = await asyncio.to_thread(next, pages, None)
+            if page is None:
+                return
+            yield b"".join(orjson.dumps(row) + b"\n" for row in page)
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def _ms(value: str | None) -> int | None:
+    if value is None:
+        return None
+    return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 async def show_route(request: Request) -> Response:
     g, _ = await authorize(request, "read")
-    assert g.ctx.engine is not None
-    row = await asyncio.to_thread(get_invocation, g.ctx.engine, request.path_params["id"])
-    lines, _ = await read_logs(g.ctx.redis, g.ctx.keys, row["function"], request_id=row["id"])
-    row["logs"] = [line.text for line in lines]
+    row = await asyncio.to_thread(get_invocation, _engine(request), request.path_params["id"])
+    # log chunks are stamped when each try completes: search from receipt to the end (plus slack)
+    received, ended = _ms(row.get("received_at")), _ms(row.get("ended_at"))
+    since = received - LOG_WINDOW_BEFORE_MS if received is not None else None
+    until = ended + LOG_WINDOW_AFTER_MS if ended is not None and row["status"] != "queued" else None
+    lines, _ = await read_logs(g.ctx.redis, g.ctx.keys, row["function"], since_ms=since, until_ms=until,
+                               request_id=row["id"])
+    row["logs"] = [line.render() for line in lines]
     return json_response(row)
+
+
+async def prune_route(request: Request) -> Response:
+    await authorize(request, "admin")
+    q = request.query_params
+    unknown = sorted(set(q) - {"older_than", "dry_run"})
+    if unknown:
+        raise InvalidInput(f"unknown query parameter {unknown[0]!r}: use older_than and dry_run")
+    if not q.get("older_than"):
+        raise InvalidInput("older_than is required: say how much ledger to keep, e.g. older_than=30d")
+    before = cutoff(q["older_than"], "older_than")
+    dry_raw = q.get("dry_run", "false").lower()
+    if dry_raw not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"dry_run {q['dry_run']!r} is not a yes or no: use dry_run=true or dry_run=false")
+    result = await asyncio.to_thread(prune, _engine(request), before, dry_raw in ("true", "1"))
+    return json_response({"before": iso(result.before), "invocations": result.invocations,
+                          "attempts": result.attempts, "dry_run": result.dry_run})
 
 
 routes = [
     Route("/api/invocations", list_route, methods=["GET"]),
+    Route("/api/invocations", prune_route, methods=["DELETE"]),
+    Route("/api/invocations/export", export_route, methods=["GET"]),
     Route("/api/invocations/{id}", show_route, methods=["GET"]),
 ]
 

@@ -1,8 +1,11 @@
 """Function logs over HTTP.
 
-    GET /api/functions/{name}/logs   ?tail=N &since= &request_id= &follow=true
-    Without follow: {"lines": [{timestamp, request_id, message}], "next": STREAM_ID}.
-    With follow: NDJSON, one line object per line, as they are written, until the client leaves.
+    GET /api/functions/{name}/logs   ?tail=N &since= &until= &request_id= &follow=true
+    Without follow: {"lines": [{timestamp, request_id, message}], "next": STREAM_ID}: the
+    newest chunks (or from `since` on); with request_id, that invocation's lines only.
+    With follow: NDJSON, the same lines first, then one line object per new line as it is
+    written, until the client leaves; an empty line every few seconds keeps an idle
+    connection open (clients skip blank lines).
 """
 
 from __future__ import annotations
@@ -16,35 +19,52 @@ from starlette.routing import Route
 
 from stoker.errors import InvalidInput
 from stoker.platform.gateway import openapi as O
-from stoker.platform.gateway.httputil import json_response, query_flag
+from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
 from stoker.platform.logstream import follow, read_logs
 from stoker.platform.timeparse import parse_time
+
+PARAMS = ("tail", "since", "until", "request_id", "follow")
+MAX_TAIL = 1_000_000
+
+
+def _ms(q: dict[str, str], name: str) -> int | None:
+    return int(parse_time(q[name], name).timestamp() * 1000) if q.get(name) else None
 
 
 async def logs_route(request: Request) -> Response:
     g, _ = await authorize(request, "read")
     name = request.path_params["name"]
-    await g.ctx.directory.require(name)
-    q = request.query_params
+    q = dict(request.query_params)
+    unknown = sorted(set(q) - set(PARAMS))
+    if unknown:
+        raise InvalidInput(f"unknown query parameter {unknown[0]!r}: use {', '.join(PARAMS)}")
     tail = None
     if q.get("tail"):
-        if not (q["tail"].isascii() and q["tail"].isdigit()):
-            raise InvalidInput(f"tail {q['tail']!r} is not a whole number")
+        if not (q["tail"].isascii() and q["tail"].isdigit()) or int(q["tail"]) > MAX_TAIL:
+            raise InvalidInput(f"tail {q['tail']!r} is not a number of lines: use a whole number from 0 "
+                               f"to {MAX_TAIL:,}")
         tail = int(q["tail"])
-    since_ms = int(parse_time(q["since"], "since").timestamp() * 1000) if q.get("since") else None
-    request_id = q.get("request_id")
-    lines, last = await read_logs(g.ctx.redis, g.ctx.keys, name, since_ms=since_ms, tail=tail,
+    since_ms, until_ms = _ms(q, "since"), _ms(q, "until")
+    follow_raw = q.get("follow", "false").lower()
+    if follow_raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidInput(f"follow {q['follow']!r} is not a yes or no: use follow=true or follow=false")
+    following = follow_raw in ("true", "1", "yes")
+    if following and until_ms is not None:
+        raise InvalidInput("until and follow=true cannot go together: following reads lines as they come")
+    await g.ctx.directory.require(name)
+    request_id = q.get("request_id") or None
+    lines, last = await read_logs(g.ctx.redis, g.ctx.keys, name, since_ms=since_ms, until_ms=until_ms, tail=tail,
                                   request_id=request_id)
-    if not query_flag(request, "follow"):
+    if not following:
         return json_response({"lines": [line.to_json() for line in lines], "next": last})
 
     async def stream() -> AsyncIterator[bytes]:
         for line in lines:
             yield orjson.dumps(line.to_json()) + b"\n"
         yield b"\n"  # lets the client know the follow has started
-        async for line in follow(g.ctx.redis, g.ctx.keys, name, last, request_id):
-            yield orjson.dumps(line.to_json()) + b"\n"
+        async for batch in follow(g.ctx.redis, g.ctx.keys, name, last, request_id):
+            yield b"".join(orjson.dumps(line.to_json()) + b"\n" for line in batch) or b"\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
