@@ -11,7 +11,7 @@ roles behave alike:
     STOKER_PREFIX          prefix of every Redis key (default "stoker")
     STOKER_NODE_DEAD_AFTER seconds without a heartbeat before a node is declared dead
     STOKER_GLOBAL_CONCURRENCY  cap on concurrent executions across the platform
-    STOKER_PREFETCH        async events a node may hold per slot beyond those running
+    STOKER_PREFETCH        the most async events a node holds per slot (it holds fewer of slow functions)
     STOKER_NODEJS          the node executable for runtime = "nodejs" (default: `node` on PATH)
     STOKER_NPM             the npm that installs Node.js dependencies at deploy (default: `npm` on PATH)
     STOKER_SIGV4_SECRET    when set, the Lambda API checks SigV4 signatures made with this
@@ -61,7 +61,7 @@ class Settings:
     global_concurrency: int
     log_retention_s: float
     log_max_entries: int
-    prefetch: int = 16
+    prefetch: int = 64
     extra: dict[str, str] = field(default_factory=dict)
     sigv4_secret: str | None = None
 
@@ -82,7 +82,7 @@ class Settings:
             global_concurrency=int(_number("STOKER_GLOBAL_CONCURRENCY", 1000)),
             log_retention_s=_number("STOKER_LOG_RETENTION", 7 * 24 * 3600.0),
             log_max_entries=int(_number("STOKER_LOG_MAX_ENTRIES", 100_000)),
-            prefetch=int(_number("STOKER_PREFETCH", 16)),
+            prefetch=int(_number("STOKER_PREFETCH", 64)),
             sigv4_secret=os.environ.get("STOKER_SIGV4_SECRET") or None,
         )
 

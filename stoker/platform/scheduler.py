@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 256
 HELD_PER_ROUND = 128
+HELD_PROBE = 8
 MAINTENANCE_S = 0.5
 ADOPT_IDLE_MS = 10_000  # an unacked intake entry idle this long belongs to a dead scheduler
 
@@ -102,12 +103,15 @@ class Scheduler:
             streams[self.keys.intake_async] = ">"
         response: Any = await self.ctx.redis.xreadgroup(K.SCHEDULERS, self.consumer, streams,  # type: ignore[arg-type]
                                                    count=BATCH, block=1000 if not self._held else 100)
-        wakes = [e[0] for stream, items in response or () if stream.decode() == self.keys.capacity for e in items]
+        wakes = [e for stream, items in response or () if stream.decode() == self.keys.capacity for e in items]
         if wakes:
-            await self.ctx.redis.xack(self.keys.capacity, K.SCHEDULERS, *wakes)
+            await self.ctx.redis.xack(self.keys.capacity, K.SCHEDULERS, *[e[0] for e in wakes])
             response = [(stream, items) for stream, items in response if stream.decode() != self.keys.capacity]
-        # held entries wait for room on a node: offer the oldest few each round, not all
-        offered, rest = self._held[:HELD_PER_ROUND], self._held[HELD_PER_ROUND:]
+        # held entries wait for room on a node: offer as many as were freed (plus a few, in
+        # case another scheduler took the signal), never all of them again and again
+        freed = sum(int(e[1].get(b"n", b"1")) for e in wakes)
+        offer = min(HELD_PER_ROUND, freed + HELD_PROBE)
+        offered, rest = self._held[:offer], self._held[offer:]
         self._held = []
         fresh = [IntakeEntry(stream.decode(), e[0].decode(), fields_of(e))
                  for stream, items in response or () for e in items]

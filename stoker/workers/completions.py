@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from stoker.platform.bus import Bus
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+#: async results wait at most this long for others to share their Redis call
+GATHER_S = 0.002
 
 
 @dataclass(slots=True)
@@ -53,10 +56,14 @@ class CompletionBatcher:
         self._wake = asyncio.Event()
         self._idle_flushed = asyncio.Event()
         self._idle_flushed.set()
+        self._urgent = False
+        self._last_flush = 0.0
 
     def add(self, item: Completion) -> None:
         self._items.append(item)
         self._idle_flushed.clear()
+        if item.reply_key:
+            self._urgent = True  # a sync caller waits: no gathering
         self._wake.set()
 
     def idle_delta(self, node_id: str, function_version: str, delta: int) -> None:
@@ -72,6 +79,12 @@ class CompletionBatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            since = time.monotonic() - self._last_flush
+            if not self._urgent and since < GATHER_S:
+                # only async results: let a few more join this call (each call has a fixed cost)
+                await asyncio.sleep(GATHER_S - since)
+            self._urgent = False
+            self._last_flush = time.monotonic()
             await self.flush()
 
     async def flush(self) -> None:

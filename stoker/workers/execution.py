@@ -48,6 +48,8 @@ class Executor:
                  metrics: MetricsRecorder | None = None) -> None:
         self.started = started
         self.metrics = metrics or MetricsRecorder()
+        #: a moving average of invocation durations on this node (sets how deep it prefetches)
+        self.average_ms = 10.0
         self.node_name = node_name
         self.pool = pool
         self.spec_of = spec_of
@@ -132,6 +134,8 @@ class Executor:
         logs.add_line(report)
 
         now = time.time()
+        if lease is not None:
+            self.average_ms += (outcome.duration_ms - self.average_ms) * 0.05
         decision = decide(envelope, spec, outcome.status, error, now)
         self.metrics.invocation(envelope.function, outcome.status, outcome.duration_ms if lease else None, cold)
         status = decision.status

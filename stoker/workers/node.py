@@ -40,16 +40,18 @@ from stoker.workers.zygote import ZygoteClient
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
+PREFETCH_WORK_MS = 200.0
 REAP_EVERY_S = 5.0
 
 
 class NodeAgent:
     def __init__(self, ctx: PlatformContext, name: str | None = None, slots: int | None = None,
-                 prefetch: int = 16, drain_timeout: float = 4.0) -> None:
+                 drain_timeout: float = 4.0) -> None:
         self.ctx = ctx
         self.name = name or socket.gethostname()
         self.slots = slots or max(8, 4 * (os.cpu_count() or 1))
-        self.prefetch = prefetch
+        #: the most events held per slot; the node holds fewer when its functions run long
+        self.max_prefetch = ctx.settings.prefetch
         self.drain_timeout = drain_timeout
         self.node_id = ""
         self._new_incarnation()
@@ -71,6 +73,13 @@ class NodeAgent:
         self._room = asyncio.Event()
         self._stopping = False
 
+    @property
+    def prefetch(self) -> int:
+        """Async events held per slot: about PREFETCH_WORK_MS of work queued behind each slot, so
+        that short functions keep workers busy and long ones stay free for other nodes."""
+        average = max(self.executor.average_ms, 0.05)
+        return max(2, min(self.max_prefetch, int(PREFETCH_WORK_MS / average)))
+
     def _new_incarnation(self) -> None:
         self.node_id = f"{self.name}.{secrets.token_hex(4)}"
 
@@ -82,7 +91,8 @@ class NodeAgent:
         pipe.delete(keys.node(self.node_id), keys.node_idle(self.node_id))
         pipe.hset(keys.node(self.node_id), mapping={
             "name": self.name, "slots": self.slots, "load": 0, "host": socket.gethostname(),
-            "pid": os.getpid(), "started": now_ms(), "warm": b"{}", "isolation": self.launcher.isolation.level,
+            "pid": os.getpid(), "started": now_ms(), "warm": b"{}", "prefetch": self.prefetch,
+            "isolation": self.launcher.isolation.level,
         })
         pipe.zadd(keys.nodes, {self.node_id: now_ms()})
         await pipe.execute()
@@ -96,7 +106,7 @@ class NodeAgent:
                 pipe = self.ctx.redis.pipeline(transaction=False)
                 pipe.zadd(keys.nodes, {self.node_id: now_ms()}, xx=True, ch=True)
                 pipe.hset(keys.node(self.node_id), mapping={
-                    "warm": orjson.dumps(self.pool.summary()), "busy": self.pool.busy,
+                    "warm": orjson.dumps(self.pool.summary()), "busy": self.pool.busy, "prefetch": self.prefetch,
                     "running": len(self._running), "heartbeat": now_ms()})
                 alive, _ = await pipe.execute()
                 if not alive:
@@ -112,8 +122,8 @@ class NodeAgent:
     # -- the inbox ------------------------------------------------------------------------
     async def _read_inbox(self) -> None:
         redis = self.ctx.redis
-        buffer = self.slots * self.prefetch
         while not self._stopping:
+            buffer = self.slots * self.prefetch
             room = buffer - len(self._running)
             # read in batches: wait until half the buffer is free (or nothing is running)
             if room <= 0 or (room < buffer // 2 and self._running):

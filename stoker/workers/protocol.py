@@ -90,6 +90,7 @@ class FrameChannel(asyncio.Protocol):
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._transport: asyncio.Transport | None = None
+        self._outgoing: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -121,9 +122,20 @@ class FrameChannel(asyncio.Protocol):
         self._on_lost(exc)
 
     def send(self, data: bytes) -> None:
+        """Queue a frame; frames sent in one turn of the event loop go out in one write (a write
+        that wakes the worker is the node's most expensive system call)."""
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError("the worker's connection is closed")
-        self._transport.write(data)
+        if self._outgoing is None:
+            self._outgoing = [data]
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._outgoing.append(data)
+
+    def _flush(self) -> None:
+        frames, self._outgoing = self._outgoing, None
+        if frames and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def close(self) -> None:
         if self._transport is not None:

@@ -187,14 +187,22 @@ class PreparedBatch:
     attempts: list[tuple[Any, ...]]
 
 
-def prepare(engine: Engine, raw: list[bytes]) -> PreparedBatch:
-    """The Python half of writing a batch: decode, merge, driver parameters."""
+def decode_records(raw: list[bytes]) -> list[dict[str, Any]]:
     records = []
     for data in raw:
         try:
             records.append(R.decode(data))
         except Exception as e:  # a malformed record must not block the ledger forever
             log.error("skipping an undecodable ledger record: %s", e)
+    return records
+
+
+def prepare(engine: Engine, raw: list[bytes]) -> PreparedBatch:
+    """The Python half of writing a batch: decode, merge, driver parameters."""
+    return prepare_records(engine, decode_records(raw))
+
+
+def prepare_records(engine: Engine, records: list[dict[str, Any]]) -> PreparedBatch:
     invocations, attempts = merge(records)
     return PreparedBatch(_statement(engine, *INVOCATION_UPSERT).params(invocations),
                          _statement(engine, *ATTEMPT_UPSERT).params(attempts))
@@ -221,3 +229,8 @@ def upsert(engine: Engine, invocations: list[dict[str, Any]], attempts: list[dic
 def write_records(engine: Engine, raw: list[bytes]) -> int:
     """Decode, merge and write one batch of encoded records. Returns the invocations written."""
     return apply(engine, prepare(engine, raw))
+
+
+def write_decoded(engine: Engine, records: list[dict[str, Any]]) -> int:
+    """Merge and write one batch of decoded records. Returns the invocations written."""
+    return apply(engine, prepare_records(engine, records))

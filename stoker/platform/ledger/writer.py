@@ -5,6 +5,11 @@ so a redelivered or late record never duplicates or regresses a row). Entries ar
 only after their transaction commits. Any number of writers may run (one consumer
 group); a writer that dies leaves its entries to be adopted by another.
 
+A record that only says an async event was queued is held back for up to a second
+(STOKER_LEDGER_HOLD, unacked, so nothing is lost if the writer dies): most events finish
+within that time, and their queued record is then merged into the final one instead of
+costing a write of its own. Everything else is written as it comes.
+
 With STOKER_LEDGER_RETENTION set, writers also prune the ledger once an hour; the lease
 `{p}:lock:ledger-prune` (held for the interval, never released early) makes it one prune
 an hour across all writers.
@@ -19,6 +24,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -27,13 +33,18 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from stoker.platform import keys as K
 from stoker.platform.context import PlatformContext
+from stoker.platform.ledger import records as R
 from stoker.platform.ledger.retention import prune, retention_from_env
-from stoker.platform.ledger.upsert import write_records
+from stoker.platform.ledger.upsert import decode_records, write_decoded
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
 ADOPT_IDLE_MS = 15_000
+#: records held back for merging, at most (the oldest are written when there are more)
+MAX_HELD = 20_000
+#: the shortest time between two small batches
+WRITE_INTERVAL_S = 0.05
 PRUNE_EVERY_S = 3600.0
 
 
@@ -47,6 +58,9 @@ class LedgerWriter:
         self.consumer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
         self.written = 0
         self.retention_s = retention_from_env()
+        self.hold_s = float(os.environ.get("STOKER_LEDGER_HOLD", "1.0"))
+        #: queued records waiting for their invocation's next record: id -> (entry id, record, since)
+        self._held: dict[str, tuple[Any, dict[str, Any], float]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ctx.bus.ensure_group(self.ctx.keys.ledger, K.LEDGER_GROUP)
@@ -67,8 +81,14 @@ class LedgerWriter:
         backoff = 0.0
         while not stop.is_set():
             try:
-                await self.step(block_ms=500)
+                began = time.monotonic()
+                read = await self.step(block_ms=500)
                 backoff = 0.0
+                if 0 < read < self.batch // 4:
+                    # a small batch: let the next one gather for a moment (each transaction has a
+                    # fixed cost; a row lands at most WRITE_INTERVAL_S later)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(0.0, WRITE_INTERVAL_S - (time.monotonic() - began)))
             except asyncio.CancelledError:
                 raise
             except (RedisError, SQLAlchemyError, OSError) as e:
@@ -103,13 +123,43 @@ class LedgerWriter:
         self.written += len(ids)
 
     async def step(self, block_ms: int | None) -> int:
-        """Read one batch and write it; ack it once committed. Returns its size."""
+        """Read one batch and write it (holding back fresh `queued` records a moment); ack what was
+        committed. Returns the number of entries read (with block_ms=None: also those flushed)."""
+        final = block_ms is None
+        if self._held and block_ms is not None:
+            block_ms = min(block_ms, 200)  # come back soon enough to write the held ones in time
         entries = await self._read(block_ms)
-        if not entries:
-            return 0
-        await asyncio.to_thread(write_records, self.engine, _records(entries))
-        await self._ack([e[0] for e in entries])
-        return len(entries)
+        now = time.monotonic()
+        ids: list[Any] = []
+        batch: list[dict[str, Any]] = []
+        for entry_id, record in _decoded(entries):
+            if record is None:
+                ids.append(entry_id)
+                continue
+            rid = str(record.get("id"))
+            if self.hold_s > 0 and not final and _fresh_queued(record) and rid not in self._held:
+                self._held[rid] = (entry_id, record, now)
+                continue
+            held = self._held.pop(rid, None)
+            if held is not None:
+                ids.append(held[0])
+                batch.append(held[1])
+            ids.append(entry_id)
+            batch.append(record)
+        expired = 0
+        for rid in list(self._held):  # oldest first (insertion order)
+            entry_id, record, since = self._held[rid]
+            if not final and now - since < self.hold_s and len(self._held) <= MAX_HELD:
+                break
+            del self._held[rid]
+            ids.append(entry_id)
+            batch.append(record)
+            expired += 1
+        if batch:
+            await asyncio.to_thread(write_decoded, self.engine, batch)
+        if ids:
+            await self._ack(ids)
+        return len(entries) + (expired if final else 0)
 
     async def _prune_regularly(self, stop: asyncio.Event) -> None:
         assert self.retention_s is not None
@@ -128,5 +178,17 @@ class LedgerWriter:
                 await asyncio.wait_for(stop.wait(), 60)
 
 
-def _records(entries: list[Any]) -> list[bytes]:
-    return [fields[b"r"] for _id, fields in entries if fields.get(b"r") is not None]
+def _decoded(entries: list[Any]) -> list[tuple[Any, dict[str, Any] | None]]:
+    """(entry id, record) per entry; None for an entry without a decodable record."""
+    out: list[tuple[Any, dict[str, Any] | None]] = []
+    for entry_id, fields in entries:
+        raw = fields.get(b"r")
+        decoded = decode_records([raw]) if raw is not None else []
+        out.append((entry_id, decoded[0] if decoded else None))
+    return out
+
+
+def _fresh_queued(record: dict[str, Any]) -> bool:
+    """The record an async event gets when it is accepted: worth waiting for the next one."""
+    rank = int(record.get("rank") or 0)
+    return record.get("status") == "queued" and rank % 4 == R.QUEUED

@@ -10,7 +10,7 @@
 -- ARGV[3]  now (ms)
 -- ARGV[4]  a node is alive if its heartbeat is newer than now - ARGV[4] (ms)
 -- ARGV[5]  global concurrency limit
--- ARGV[6]  prefetch: async events a node may hold per slot
+-- ARGV[6]  prefetch: async events a node may hold per slot, unless the node says (field prefetch)
 -- ARGV[7..] five per entry: entry id, invocation id, "function:version", type (s|a), envelope
 --
 -- Returns one result per entry:
@@ -27,9 +27,10 @@ local global_limit, prefetch = tonumber(ARGV[5]), tonumber(ARGV[6])
 local live = redis.call('ZRANGEBYSCORE', KEYS[4], now - dead_after, '+inf')
 local nodes = {}
 for _, id in ipairs(live) do
-  local h = redis.call('HMGET', prefix .. ':node:' .. id, 'slots', 'load')
+  local h = redis.call('HMGET', prefix .. ':node:' .. id, 'slots', 'load', 'prefetch')
   if h[1] then
-    nodes[#nodes + 1] = {id = id, slots = tonumber(h[1]), load = tonumber(h[2] or '0') or 0, idle = {}}
+    nodes[#nodes + 1] = {id = id, slots = tonumber(h[1]), load = tonumber(h[2] or '0') or 0, idle = {},
+                         prefetch = tonumber(h[3] or '') or prefetch}
   end
 end
 
@@ -62,7 +63,7 @@ local function choose(fv, sync)
   end
   if best then return best, false end
   for _, n in ipairs(nodes) do
-    if sync or n.load < n.slots * prefetch then
+    if sync or n.load < n.slots * n.prefetch then
       local l = n.load / n.slots
       if best == nil or l < best_load then best, best_load = n, l end
     end
