@@ -96,6 +96,22 @@ class Bus:
         done = await self.guarded_publish(keys=[guard.key, self.keys.intake_async, self.keys.ledger], args=args)
         return bool(done)
 
+    async def place_direct(self, envelope: Envelope, settings: Any) -> str:
+        """Place one event on a node without going through intake (a gateway's sync fast path).
+
+        Returns the node id, "T" (over a concurrency limit: throttled) or "F"/"N" (no room or
+        no node: publish it to intake for a scheduler instead). Same rules as the scheduler's.
+        """
+        f = envelope.stream_fields()
+        result = await self.place(
+            keys=[self.keys.intake_sync, self.keys.intake_async, self.keys.concurrency, self.keys.nodes,
+                  self.keys.waiting_set],
+            args=[self.keys.prefix, K.SCHEDULERS, now_ms(), int(settings.node_dead_after * 1000),
+                  settings.global_concurrency, settings.prefetch, "", f["i"], f["f"], f["t"], f["e"]],
+        )
+        value = result[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     async def record(self, *records: bytes) -> None:
         """Put ledger records on the ledger stream (for events that never reach a node)."""
         pipe = self.redis.pipeline(transaction=False)

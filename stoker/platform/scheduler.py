@@ -33,8 +33,9 @@ from stoker.platform.context import PlatformContext
 from stoker.platform.envelope import Envelope
 from stoker.platform.ledger import records as R
 from stoker.platform.outcomes import encode_outcome, notify_stream
-from stoker.platform.replies import THROTTLED, encode_reply
+from stoker.platform.replies import encode_reply
 from stoker.platform.retries import decide
+from stoker.platform.throttles import record_throttle
 
 log = logging.getLogger(__name__)
 
@@ -169,28 +170,7 @@ class Scheduler:
             await self.ctx.redis.xclaim(stream, K.SCHEDULERS, self.consumer, 0, list[Any](ids), justid=True)
 
     async def _throttled(self, entry: IntakeEntry) -> None:
-        envelope = Envelope.decode(entry.fields["e"])
-        limit = (await self.ctx.directory.entry(envelope.function))
-        reserved = limit.concurrency if limit else None
-        message = (f"Rate exceeded: {envelope.function} is throttled: "
-                   + (f"its reserved concurrency is {reserved}" if reserved
-                      else f"the platform's concurrency limit of {self.ctx.settings.global_concurrency} is reached")
-                   + ". Retry later, or raise the limit (concurrency in stoker.toml)")
-        now = time.time()
-        record = R.encode({
-            "id": envelope.id, "function": envelope.function, "version": envelope.version,
-            "qualifier": envelope.qualifier, "status": "throttled", "trigger": envelope.trigger,
-            "invocation_type": envelope.invocation_type, "received_at": envelope.enqueued_at,
-            "ended_at": now, "attempts": 0, "error_type": "TooManyRequestsException", "error_message": message,
-            "payload_size": len(envelope.payload), "rank": R.rank(envelope.attempt, R.TERMINAL),
-        })
-        pipe = self.ctx.redis.pipeline(transaction=True)
-        pipe.xadd(self.keys.ledger, {"r": record})
-        pipe.hincrby(self.keys.metrics, f"throttle|{envelope.function}", 1)
-        if envelope.reply_to:
-            pipe.rpush(envelope.reply_to, encode_reply(envelope.id, THROTTLED, message.encode(), {}))
-            pipe.pexpire(envelope.reply_to, 120_000)
-        await pipe.execute()
+        await record_throttle(self.ctx, Envelope.decode(entry.fields["e"]))
 
     async def _settle_interrupted(self, entry: IntakeEntry) -> None:
         """The node running this event died: the attempt is spent; retry, dead-letter or answer."""

@@ -294,6 +294,8 @@ def main() -> None:
     """
     fd = int(sys.argv[1])
     spec = orjson.loads(sys.argv[2])
+    # the sandbox may have mounted the bundle elsewhere (/var/task): the environment says where
+    spec["task_root"] = os.environ.get("LAMBDA_TASK_ROOT") or spec["task_root"]
     sock = socket.socket(fileno=fd)
     sys.exit(serve(sock, spec))
 

@@ -25,6 +25,7 @@ from stoker.platform.envelope import Envelope, check_payload_size, new_invocatio
 from stoker.platform.ledger import records as R
 from stoker.platform.registry.projection import Resolved
 from stoker.platform.replies import THROTTLED, decode_reply
+from stoker.platform.throttles import record_throttle
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,13 @@ class Invoker:
         self._waiters[envelope.id] = fut
         try:
             try:
-                await self.ctx.bus.publish(envelope)
+                # straight into a node's inbox when one has room (one hop less than intake and a
+                # scheduler); otherwise through intake as usual
+                placed = await self.ctx.bus.place_direct(envelope, self.ctx.settings)
+                if placed == "T":
+                    raise Throttled(await record_throttle(self.ctx, envelope, reply=False))
+                if placed in ("F", "N"):
+                    await self.ctx.bus.publish(envelope)
             except (RedisError, OSError) as e:
                 raise PlatformUnavailable(f"the bus (Redis) is not reachable: {e}") from None
             try:

@@ -12,6 +12,8 @@
 -- ARGV[5]  global concurrency limit
 -- ARGV[6]  prefetch: async events a node may hold per slot, unless the node says (field prefetch)
 -- ARGV[7..] five per entry: entry id, invocation id, "function:version", type (s|a), envelope
+--          (an empty entry id places an event that is in no intake stream: a gateway placing
+--          a sync call directly; nothing is acked, and F or N means "send it to intake")
 --
 -- Returns one result per entry:
 --   node_id   placed on that node (in its inbox), acked from intake
@@ -73,6 +75,14 @@ end
 
 local global = tonumber(redis.call('HGET', KEYS[3], '*') or '0') or 0
 local limits, counts, full = {}, {}, {}
+
+-- take the entry off its intake stream; false when another scheduler already did
+local function acked(stream, entry)
+  if entry == '' then return true end
+  if redis.call('XACK', stream, group, entry) == 0 then return false end
+  redis.call('XDEL', stream, entry)
+  return true
+end
 local results = {}
 for i = 7, #ARGV, 5 do
   local entry, inv, fv, typ, env = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -85,10 +95,9 @@ for i = 7, #ARGV, 5 do
   local limit = limits[fname]
   local result
   if (limit and counts[fname] >= limit) or global >= global_limit then
-    if redis.call('XACK', stream, group, entry) == 0 then
+    if not acked(stream, entry) then
       result = 'D'
     else
-      redis.call('XDEL', stream, entry)
       if typ == 's' then
         result = 'T'
       else
@@ -106,10 +115,9 @@ for i = 7, #ARGV, 5 do
     if node == nil then
       result = 'F'
       full[fv] = true
-    elseif redis.call('XACK', stream, group, entry) == 0 then
+    elseif not acked(stream, entry) then
       result = 'D'
     else
-      redis.call('XDEL', stream, entry)
       redis.call('XADD', prefix .. ':inbox:' .. node.id, '*', 'i', inv, 'f', fv, 't', typ, 'e', env,
                  'w', reserved and '1' or '0')
       redis.call('HINCRBY', prefix .. ':node:' .. node.id, 'load', 1)
