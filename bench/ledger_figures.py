@@ -48,10 +48,10 @@ def _record(i: int, now: float, functions: int) -> dict[str, Any]:
 def ledger_figures(work: Path, rows: int = 1_000_000, functions: int = 100) -> dict[str, Any]:
     from stoker.platform.context import PlatformContext
     from stoker.platform.db import make_engine, migrate
+    from stoker.platform.embedded_redis import redis_server_binary
     from stoker.platform.ledger import records as R
     from stoker.platform.ledger.queries import InvocationFilter, list_invocations
     from stoker.platform.ledger.writer import LedgerWriter
-    from stoker.platform.embedded_redis import redis_server_binary
     from stoker.settings import Settings
 
     db = work / "ledger-bench.db"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import platform
@@ -121,7 +122,8 @@ def redis_binary() -> str:
 
 # -- the peers ----------------------------------------------------------------------------
 
-def wait_counter(r: redis.Redis, key: str, n: int, proc_alive: Callable[[], bool], timeout: float) -> tuple[float, float]:
+def wait_counter(r: redis.Redis, key: str, n: int, proc_alive: Callable[[], bool],
+                 timeout: float) -> tuple[float, float]:
     """(time of the first completion, time of the n-th), polling the counter."""
     deadline = time.monotonic() + timeout
     first = None
@@ -198,7 +200,7 @@ def bench_dramatiq(procs: Processes, url: str, n: int, work: Path) -> float:
     r.flushdb()
     log(f"dramatiq: enqueueing {n} messages")
     # enqueue from a child so this process keeps no Dramatiq broker around
-    subprocess.run([PYTHON, "-c", "import bench_dramatiq as b\nfor _ in range(%d): b.noop.send()" % n],
+    subprocess.run([PYTHON, "-c", f"import bench_dramatiq as b\nfor _ in range({n}): b.noop.send()"],
                    env=env, cwd=PEERS, check=True)
     worker = procs.start([str(BIN / "dramatiq"), "bench_dramatiq", "-p", "2", "-t", "8"], env,
                          work / "dramatiq.log", cwd=PEERS)
@@ -210,25 +212,50 @@ def bench_dramatiq(procs: Processes, url: str, n: int, work: Path) -> float:
 # -- stoker -------------------------------------------------------------------------------
 
 class Stoker:
-    """A `stoker up` of the bench's own, on the shared Redis under its own prefix."""
+    """A stoker of the bench's own, on the shared Redis under its own prefix: the roles as
+    separate processes (a gateway, a scheduler with its ledger writer, a node), so that the
+    node can be started after the events are enqueued, as the peers' workers are."""
 
-    def __init__(self, procs: Processes, redis_url: str, work: Path, name: str, env_extra: dict[str, str]) -> None:
+    def __init__(self, procs: Processes, redis_url: str, work: Path, name: str, env_extra: dict[str, str],
+                 start_node: bool = True) -> None:
+        self.procs = procs
+        self.work = work
+        self.name = name
         self.home = work / name
         self.home.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+        self.token = "bench-" + os.urandom(8).hex()
         env.update({"STOKER_HOME": str(self.home), "STOKER_REDIS_URL": redis_url, "STOKER_PREFIX": f"bench{name}",
-                    "STOKER_DB_URL": f"sqlite:///{self.home / 'ledger.db'}", **env_extra})
+                    "STOKER_DB_URL": f"sqlite:///{self.home / 'ledger.db'}", "STOKER_TOKEN": self.token,
+                    **env_extra})
         self.env = env
-        self.proc = procs.start([str(BIN / "stoker"), "up", "--port", "0", "--slots", "2",
-                                 "--deploy", str(HERE / "functions" / "noop")], env, work / f"{name}.log")
-        endpoint = self.home / "endpoint.json"
+        subprocess.run([str(BIN / "stoker"), "db", "migrate"], env=env, check=True, capture_output=True)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.gateway = procs.start([str(BIN / "stoker"), "gateway", "--port", str(port)], env,
+                                   work / f"{name}-gateway.log")
+        self.scheduler = procs.start([str(BIN / "stoker"), "scheduler"], env, work / f"{name}-scheduler.log")
+        self.node: subprocess.Popen[bytes] | None = None
         deadline = time.monotonic() + 120
-        while not endpoint.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"stoker up ({name}) did not start; see {work / (name + '.log')}")
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline or self.gateway.poll() is not None:
+                raise RuntimeError(f"stoker ({name}) did not start; see {work}/{name}-gateway.log")
             time.sleep(0.1)
-        data = json.loads(endpoint.read_text())
-        self.url, self.token = data["url"], data["token"]
+        self.client().deploy(HERE / "functions" / "noop")
+        if start_node:
+            self.start_node()
+
+    def start_node(self) -> None:
+        self.node = self.procs.start([str(BIN / "stoker"), "node", "--name", "bench", "--slots", "2"], self.env,
+                                     self.work / f"{self.name}-node.log")
+
+    def stop(self) -> None:
+        for proc in (self.node, self.scheduler, self.gateway):
+            if proc is not None:
+                self.procs.stop(proc)
 
     def client(self) -> Any:
         from stoker.client import Client
@@ -259,19 +286,13 @@ class Stoker:
 
 
 def stoker_throughput(s: Stoker, n: int) -> float:
+    """Events enqueued first (straight to Redis, as the gateway would), then the node started:
+    the clock runs from the first invocation's start to the moment the last ledger row is written."""
+    import sqlalchemy as sa
+
     from stoker.platform.context import PlatformContext
     from stoker.platform.envelope import Envelope, new_invocation_id
     from stoker.platform.gateway.invoker import queued_record
-
-    c = s.client()
-    for _ in range(20):
-        c.invoke("noop", {})
-    warm = [c.invoke_async("noop", {}) for _ in range(200)]  # both workers started
-    deadline = time.monotonic() + 60
-    while s.succeeded("noop") < 220 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    base = s.succeeded("noop")
-    log(f"stoker: {len(warm)} warm-up events done; sending {n}")
 
     async def produce() -> None:
         ctx = PlatformContext.create(s.settings(), with_db=False)
@@ -291,24 +312,23 @@ def stoker_throughput(s: Stoker, n: int) -> float:
         finally:
             await ctx.close()
 
-    t0 = time.perf_counter()
+    t = time.perf_counter()
     asyncio.run(produce())
-    log(f"stoker: enqueued in {time.perf_counter() - t0:.2f} s")
-    # watch the nodes' counters in Redis (cheap) until they are near the end, then the ledger
-    # itself: the clock stops when the last row is written (the ledger is on)
-    r = redis.Redis.from_url(s.env["STOKER_REDIS_URL"])
-    counter = f"{s.env['STOKER_PREFIX']}:metrics"
-    done_before = int(r.hget(counter, "inv|noop|succeeded") or 0)
+    log(f"stoker: {n} events enqueued in {time.perf_counter() - t:.2f} s; starting the node")
+    s.start_node()
     deadline = time.monotonic() + 600
-    while int(r.hget(counter, "inv|noop|succeeded") or 0) - done_before < n * 0.9:
+    while s.succeeded("noop") < n:
         if time.monotonic() > deadline:
-            raise TimeoutError("stoker: the nodes did not finish")
-        time.sleep(0.05)
-    while s.succeeded("noop") - base < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"stoker: only {s.succeeded('noop') - base}/{n} done")
-        time.sleep(0.05)
-    return n / (time.perf_counter() - t0)
+            raise TimeoutError(f"stoker: only {s.succeeded('noop')}/{n} done")
+        time.sleep(0.1)
+    done_at = time.time()
+    engine = sa.create_engine(f"sqlite:///{s.home / 'ledger.db'}")
+    with engine.connect() as conn:
+        first = conn.execute(sa.text("select min(started_at) from invocations where function = 'noop'")).scalar()
+    engine.dispose()
+    # SQLite keeps UTC timestamps as naive text
+    first_start = dt.datetime.fromisoformat(str(first)).replace(tzinfo=dt.UTC).timestamp()
+    return n / (done_at - first_start)
 
 
 def sync_latency(s: Stoker, n: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -393,7 +413,9 @@ def main() -> None:
     n_sync = 1_000 if quick else 5_000
     n_cold = 25 if quick else 100
     only = set(filter(None, args.only.split(",")))
-    want = (lambda section: not only or section in only)
+
+    def want(section: str) -> bool:
+        return not only or section in only
 
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "throughput_per_s": {}, "counts": {}}
     procs = Processes()
@@ -402,7 +424,7 @@ def main() -> None:
     try:
         with private_redis(work) as (redis_base, _port):
             if want("stoker") or want("latency") or want("cold"):
-                s = Stoker(procs, f"{redis_base}/0", work, "main", {})
+                s = Stoker(procs, f"{redis_base}/0", work, "main", {}, start_node=not want("stoker"))
                 if want("stoker"):
                     results["throughput_per_s"]["stoker"] = stoker_throughput(s, n)
                     results["counts"]["stoker"] = n
@@ -413,16 +435,16 @@ def main() -> None:
                     log(f"sync http p50 {http_ms['p50']:.2f} ms p99 {http_ms['p99']:.2f} ms")
                 if want("cold"):
                     zygote = cold_starts(s, n_cold, work, "zygote")
-                    procs.stop(s.proc)
+                    s.stop()
                     spawn_stoker = Stoker(procs, f"{redis_base}/0", work, "spawn", {"STOKER_SPAWN_MODE": "exec"})
                     spawn = cold_starts(spawn_stoker, max(5, n_cold // 3), work, "spawn")
-                    procs.stop(spawn_stoker.proc)
+                    spawn_stoker.stop()
                     results["cold_start_ms"] = {"p50": percentile(zygote, 50), "p99": percentile(zygote, 99),
                                                 "spawn_p50": percentile(spawn, 50), "spawn_p99": percentile(spawn, 99),
                                                 "samples": len(zygote), "spawn_samples": len(spawn)}
                     log(f"cold start p50 {results['cold_start_ms']['p50']:.1f} ms "
                         f"(fresh interpreter {results['cold_start_ms']['spawn_p50']:.1f} ms)")
-                procs.stop(s.proc)
+                s.stop()
             if want("dramatiq"):
                 results["throughput_per_s"]["dramatiq"] = bench_dramatiq(procs, f"{redis_base}/3", n, work)
                 results["counts"]["dramatiq"] = n
@@ -443,7 +465,8 @@ def main() -> None:
             from ledger_figures import ledger_figures  # bench/ledger_figures.py
 
             results.update(ledger_figures(work, rows=1_000_000))
-            log(f"ledger: {results['ledger_rows_per_s']:.0f} rows/s, query p50 {results['ledger_query_ms']['p50']:.1f} ms")
+            log(f"ledger: {results['ledger_rows_per_s']:.0f} rows/s, "
+                f"query p50 {results['ledger_query_ms']['p50']:.1f} ms")
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
