@@ -6,6 +6,7 @@ Screenshots of every step are kept in test-artifacts/console/."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,8 @@ class Console:
     def cell(self, function: str, column: str) -> str:
         """The text of one cell of the overview's function table."""
         headers = [th.text for th in self.d.find_elements(By.CSS_SELECTOR, "table.functions thead th")]
-        row = self.d.find_element(By.XPATH, f"//table[contains(@class,'functions')]//tbody/tr[th/a[text()='{function}']]")
+        row = self.d.find_element(By.XPATH,
+                                  f"//table[contains(@class,'functions')]//tbody/tr[th/a[text()='{function}']]")
         return str(row.find_elements(By.XPATH, "./th|./td")[headers.index(column)].text)
 
     def chart_drawn(self) -> bool:
@@ -86,10 +88,8 @@ class Console:
 def invoke_mix(platform: RunningPlatform, numbers: range) -> None:
     client = platform.client()
     for i in numbers:
-        try:
+        with contextlib.suppress(FunctionError):  # one in three fails, on purpose
             client.invoke("mix", {"i": i})  # type: ignore[attr-defined]
-        except FunctionError:
-            pass  # one in three fails, on purpose
 
 
 def test_sign_in_and_follow_a_failure_down_to_its_logs(console_platform: RunningPlatform, browser: Any) -> None:

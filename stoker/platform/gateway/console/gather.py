@@ -36,6 +36,8 @@ from stoker.platform.registry.store import FunctionState
 
 #: seconds a window's aggregates are reused: about a tenth of a point of its charts
 CACHE_SECONDS = {"15m": 3.0, "1h": 5.0, "24h": 30.0, "7d": 120.0}
+#: seconds the list of functions is reused (a deploy shows within this)
+STATES_SECONDS = 2.0
 RECENT = 25
 DEAD_LETTERS_SHOWN = 100
 
@@ -130,7 +132,9 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def overview(g: GatewayState, win: stats.Window) -> dict[str, Any]:
     ctx = g.ctx
-    states: list[FunctionState] = await asyncio.to_thread(ctx.require_registry().states)
+    registry = ctx.require_registry()
+    states: list[FunctionState] = await _cache(g).get(("states",), STATES_SECONDS,
+                                                      lambda: asyncio.to_thread(registry.states))
     by_name = await figures(g, win)
     pipe = ctx.redis.pipeline(transaction=False)
     for state in states:

@@ -75,9 +75,9 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def sign_in_redirect(request: Request) -> Response:
+def sign_in_redirect(request: Request, come_back: bool = True) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    query = "" if target == "/console" else "?" + urllib.parse.urlencode({"next": target})
+    query = "" if target == "/console" or not come_back else "?" + urllib.parse.urlencode({"next": target})
     return RedirectResponse("/console/login" + query, status_code=303, headers=SECURITY_HEADERS)
 
 
@@ -90,7 +90,16 @@ def error_page(request: Request, error: StokerError, session: Session | None) ->
                                  "active": ""}, status=error.status_code)
 
 
-def _refused(request: Request, session: Session | None, right: str) -> StokerError | None:
+def refuse(request: Request, error: StokerError, session: Session | None) -> Response:
+    """An error as a page for a browser's navigation or form post, else as JSON (scripts, API clients)."""
+    if not wants_html(request):
+        return error_json(error)
+    if isinstance(error, Unauthorized):  # to the sign-in form; back here after it, if this can be gone back to
+        return sign_in_redirect(request, come_back=request.method == "GET")
+    return error_page(request, error, session)
+
+
+def _refused(session: Session | None, right: str) -> StokerError | None:
     if session is None:
         return Unauthorized(SIGNED_OUT)
     if not session.may(right):
@@ -98,37 +107,61 @@ def _refused(request: Request, session: Session | None, right: str) -> StokerErr
     return None
 
 
-def page(path: str, view: View, right: str = "read") -> Route:
+def _guarded(view: View, right: str, check_csrf: bool, pages: bool) -> PublicView:
     async def endpoint(request: Request) -> Response:
         session = await current_session(request)
-        refused = _refused(request, session, right)
+        refused = _refused(session, right)
         if refused is not None:
-            if isinstance(refused, Unauthorized) and wants_html(request):
-                return sign_in_redirect(request)
-            return error_page(request, refused, session) if wants_html(request) else error_json(refused)
+            return refuse(request, refused, session) if pages else error_json(refused)
         assert session is not None
         try:
-            return await view(request, session)
+            if check_csrf:
+                form = await read_form(request)
+                if not session.csrf_matches(request.headers.get(CSRF_HEADER) or form.get("csrf")):
+                    raise Forbidden("this request did not come from a console page (the anti-forgery token is "
+                                    "missing or wrong): reload the page and try again")
+                request.scope[FORM_KEY] = form
+            response = await view(request, session)
         except StokerError as e:
-            if not wants_html(request):
-                raise
-            return error_page(request, e, session)
-
-    return Route(path, endpoint, methods=["GET"], name=f"console:{view.__name__}")
-
-
-def data(path: str, view: View, right: str = "read") -> Route:
-    async def endpoint(request: Request) -> Response:
-        session = await current_session(request)
-        refused = _refused(request, session, right)
-        if refused is not None:
-            return error_json(refused)
-        assert session is not None
-        response = await view(request, session)
+            return refuse(request, e, session) if pages else error_json(e)
         response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
         return response
 
-    return Route(path, endpoint, methods=["GET"], name=f"console:{view.__name__}")
+    return endpoint
+
+
+def page(path: str, view: View, right: str = "read") -> Route:
+    return Route(path, _guarded(view, right, check_csrf=False, pages=True), methods=["GET"],
+                 name=f"console:{view.__name__}")
+
+
+def data(path: str, view: View, right: str = "read") -> Route:
+    return Route(path, _guarded(view, right, check_csrf=False, pages=False), methods=["GET"],
+                 name=f"console:{view.__name__}")
+
+
+def action(path: str, view: View, right: str) -> Route:
+    return Route(path, _guarded(view, right, check_csrf=True, pages=True), methods=["POST"],
+                 name=f"console:{view.__name__}")
+
+
+def public(path: str, view: PublicView, methods: tuple[str, ...] = ("GET",)) -> Route:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await view(request)
+        except StokerError as e:
+            return refuse(request, e, None)
+
+    return Route(path, endpoint, methods=list(methods), name=f"console:{view.__name__}")
+
+
+FORM_KEY = "console.form"
+
+
+def form_of(request: Request) -> dict[str, str]:
+    """The form an action was posted with (read and checked before the view runs)."""
+    form: dict[str, str] = request.scope.get(FORM_KEY, {})
+    return form
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -151,34 +184,3 @@ async def read_form(request: Request) -> dict[str, str]:
         return dict(pairs)
     raise InvalidInput(f"a {kind} body is not accepted here: send a form (application/x-www-form-urlencoded) "
                        "or a JSON object")
-
-
-FORM_KEY = "console.form"
-
-
-def form_of(request: Request) -> dict[str, str]:
-    form: dict[str, str] = request.scope.get(FORM_KEY, {})
-    return form
-
-
-def action(path: str, view: View, right: str) -> Route:
-    async def endpoint(request: Request) -> Response:
-        session = await current_session(request)
-        refused = _refused(request, session, right)
-        if refused is not None:
-            return error_json(refused)
-        assert session is not None
-        form = await read_form(request)
-        if not session.csrf_matches(request.headers.get(CSRF_HEADER) or form.get("csrf")):
-            return error_json(Forbidden("this request did not come from a console page (the anti-forgery token "
-                                        "is missing or wrong): reload the page and try again"))
-        request.scope[FORM_KEY] = form
-        response = await view(request, session)
-        response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
-        return response
-
-    return Route(path, endpoint, methods=["POST"], name=f"console:{view.__name__}")
-
-
-def public(path: str, view: PublicView, methods: tuple[str, ...] = ("GET",)) -> Route:
-    return Route(path, view, methods=list(methods), name=f"console:{view.__name__}")

@@ -17,12 +17,11 @@ PUBLIC = {("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/conso
 
 
 def test_every_console_route_but_sign_in_and_static_files_needs_a_session() -> None:
-    public = {(m, r.path) for r in console.routes if isinstance(r, Route) for m in (r.methods or ()) - {"HEAD"}
-              if r.endpoint.__qualname__ != "page.<locals>.endpoint" and r.endpoint.__module__ == console.__name__}
-    assert public == PUBLIC
-    guarded = [r for r in console.routes if r.endpoint.__module__ != console.__name__]
-    assert {r.endpoint.__qualname__.split(".")[0] for r in guarded} == {"page", "data", "action"}
-    assert all(r.path.startswith("/console") for r in console.routes)
+    built_by = {(m, r.path): r.endpoint.__qualname__.split(".")[0] for r in console.routes if isinstance(r, Route)
+                for m in (r.methods or ()) - {"HEAD"}}
+    assert {route for route, builder in built_by.items() if builder == "public"} == PUBLIC
+    assert {builder for route, builder in built_by.items() if route not in PUBLIC} == {"_guarded"}
+    assert all(path.startswith("/console") for _, path in built_by)
 
 
 def test_console_routes_come_before_the_catch_all() -> None:
