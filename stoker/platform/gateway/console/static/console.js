@@ -81,7 +81,8 @@
       setState("", "live · " + new Date().toLocaleTimeString());
     }, function (err) {
       if (err && err.signedOut) { signInAgain(); return; }
-      setState("offline", "offline, retrying");
+      setState("offline", err && err.status ? "update failed (HTTP " + err.status + "), retrying"
+                                            : "gateway unreachable, retrying");
     }).then(function () {
       self.running = false;
       self.schedule();
@@ -92,7 +93,7 @@
     return fetch(url, { credentials: "same-origin", cache: "no-store", headers: { "Accept": accept } })
       .then(function (r) {
         if (r.status === 401) { var e = new Error("signed out"); e.signedOut = true; throw e; }
-        if (!r.ok) throw new Error("HTTP " + r.status);
+        if (!r.ok) { var failed = new Error("HTTP " + r.status); failed.status = r.status; throw failed; }
         return r;
       });
   }
@@ -171,7 +172,9 @@
       series: [{}].concat(def.lines.map(function (line) {
         return {
           label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
-          points: { show: false }, paths: kind === "invocations" ? stepped : undefined,
+          // durations have gaps (no invocations, no duration): dots keep a lone value visible
+          points: kind === "duration" ? { show: true, size: 5 } : { show: false },
+          paths: kind === "invocations" ? stepped : undefined,
           value: function (u, v) { return def.format(v); }
         };
       }))
