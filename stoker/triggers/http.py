@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
 #: paths the gateway serves itself; a manifest route may not take them
-RESERVED = ("/api", "/fn", "/2015-03-31", "/metrics", "/healthz", "/openapi.json")
+RESERVED = ("/api", "/fn", "/2015-03-31", "/metrics", "/healthz", "/openapi.json", "/console")
 PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}$")
 LITERAL_RE = re.compile(r"^[A-Za-z0-9._~!$&'()*,;=:@%-]+$")
 QUALIFIER_RE = re.compile(r"^(\$LATEST|[0-9]+|[A-Za-z0-9_-]{1,128})$")

@@ -12,12 +12,17 @@ import httpx
 import pytest
 
 from stoker.platform.gateway.app import collect_routes
+from stoker.platform.gateway.console.sessions import COOKIE
 from tests.conftest import RunningPlatform
+from tests.console_session import sign_in
 
 #: routes that answer without a token, on purpose; a new public route must be added here
-PUBLIC = {"/healthz", "/openapi.json", "/metrics"}
+PUBLIC = {"/healthz", "/openapi.json", "/metrics",
+          # the console's sign-in form and its own files (CSS, script, chart library): a browser
+          # needs them before it has a session; every other /console route wants one
+          "/console/login", "/console/static/console.css"}
 
-PARAM_VALUES = {"name": "nosuchfunction", "id": str(uuid.uuid4()), "hash": "a" * 64}
+PARAM_VALUES = {"name": "nosuchfunction", "id": str(uuid.uuid4()), "hash": "a" * 64, "asset": "console.css"}
 
 
 def gateway_routes() -> list[tuple[str, str, bool]]:
@@ -51,6 +56,7 @@ def test_every_management_route_needs_a_valid_token(platform: RunningPlatform) -
     everything = gateway_routes()
     routes = [(m, p, catch_all) for m, p, catch_all in everything if p not in PUBLIC]
     assert ("POST", "/api/functions", False) in routes and ("GET", "/api/invocations", False) in routes
+    assert ("GET", "/console", False) in routes and ("POST", "/console/logout", False) in routes
     bad_headers = [
         {},
         {"Authorization": "Bearer"},
@@ -69,7 +75,16 @@ def test_every_management_route_needs_a_valid_token(platform: RunningPlatform) -
                 expected = (401, 403, 404) if catch_all else (401,)
                 assert r.status_code in expected, (method, path, headers, r.status_code, r.text[:300])
                 assert_clean_error(r, platform)
-            r = http.request(method, path, headers={"Authorization": f"Bearer {platform.token}"}, content=b"{}")
+            if path.startswith("/console"):
+                # the console wants its session cookie, never a bearer token (nor a forged cookie)
+                for cookie in (COOKIE + "=" + "A" * 43, COOKIE + "=" + platform.token):
+                    r = http.request(method, path, headers={"Cookie": cookie}, content=b"{}")
+                    assert r.status_code == 401, (method, path, cookie, r.status_code, r.text[:300])
+                    assert_clean_error(r, platform)
+                good = sign_in(platform.url, platform.token).headers  # afresh: this may be the sign-out
+            else:
+                good = {"Authorization": f"Bearer {platform.token}"}
+            r = http.request(method, path, headers=good, content=b"{}")
             assert r.status_code != 401 and r.status_code < 500, (method, path, r.status_code, r.text[:300])
         for method, path, _ in everything:
             if path in PUBLIC and method == "GET":

@@ -44,6 +44,7 @@ ROUTE_MODULES = [
     "stoker.platform.gateway.routes.openapi",
     "stoker.platform.gateway.routes.lambda_api",
     "stoker.platform.gateway.routes.fn",
+    "stoker.platform.gateway.console.routes",
     # the routes functions declare in their manifests: matches every path, so it stays last
     "stoker.platform.gateway.routes.function_routes",
 ]

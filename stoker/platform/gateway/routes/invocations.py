@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
+from stoker.platform.context import PlatformContext
 from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
@@ -79,17 +80,22 @@ def _ms(value: str | None) -> int | None:
     return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-async def show_route(request: Request) -> Response:
-    g, _ = await authorize(request, "read")
-    row = await asyncio.to_thread(get_invocation, _engine(request), request.path_params["id"])
+async def invocation_detail(ctx: PlatformContext, engine: Any, invocation_id: str) -> dict[str, Any]:
+    """The ledger row, its attempts, retained payload and result, and `logs` (rendered lines)."""
+    row = await asyncio.to_thread(get_invocation, engine, invocation_id)
     # log chunks are stamped when each try completes: search from receipt to the end (plus slack)
     received, ended = _ms(row.get("received_at")), _ms(row.get("ended_at"))
     since = received - LOG_WINDOW_BEFORE_MS if received is not None else None
     until = ended + LOG_WINDOW_AFTER_MS if ended is not None and row["status"] != "queued" else None
-    lines, _ = await read_logs(g.ctx.redis, g.ctx.keys, row["function"], since_ms=since, until_ms=until,
+    lines, _ = await read_logs(ctx.redis, ctx.keys, row["function"], since_ms=since, until_ms=until,
                                request_id=row["id"])
     row["logs"] = [line.render() for line in lines]
-    return json_response(row)
+    return row
+
+
+async def show_route(request: Request) -> Response:
+    g, _ = await authorize(request, "read")
+    return json_response(await invocation_detail(g.ctx, _engine(request), request.path_params["id"]))
 
 
 async def prune_route(request: Request) -> Response:

@@ -99,6 +99,24 @@ def test_a_revoked_token_stops_working_at_once(token_store: T.TokenStore) -> Non
     asyncio.run(run())
 
 
+def test_verify_by_hash_for_sessions_that_keep_no_token(token_store: T.TokenStore) -> None:
+    v, redis = verifier(token_store)
+    _, secret = token_store.create("ops", ["read"], None)
+
+    async def run() -> None:
+        assert await v.verify_hash(T.token_hash("stk_admin")) == ADMIN
+        principal = await v.verify_hash(T.token_hash(secret))
+        assert principal is not None and principal.name == "ops" and principal.may("read")
+        assert await v.verify_hash(T.token_hash("stk_unknown")) is None
+        assert await v.verify_hash("not a hash") is None
+        _, digest = token_store.revoke("ops")
+        await T.unproject_one(redis, KEYS, digest)  # type: ignore[arg-type]
+        v.forget()
+        assert await v.verify_hash(T.token_hash(secret)) is None
+
+    asyncio.run(run())
+
+
 def test_the_listener_drops_the_cache_on_a_change(token_store: T.TokenStore) -> None:
     v, redis = verifier(token_store)
     _, secret = token_store.create("ci", ["read"], None)
