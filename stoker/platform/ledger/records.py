@@ -35,12 +35,38 @@ def billed_ms(duration_ms: float) -> int:
     return max(1, math.ceil(duration_ms))
 
 
+#: the wire layout: a record is a msgpack array of these fields (None when not known), then
+#: its attempt as an array of ATTEMPT_FIELDS (or None), then any other keys as a map. Arrays,
+#: not maps: the writer decodes every record, and key strings were most of that cost.
+FIELDS = ("id", "function", "version", "qualifier", "status", "trigger", "invocation_type", "received_at",
+          "started_at", "ended_at", "duration_ms", "billed_ms", "memory_mb", "max_memory_mb", "init_ms", "cold",
+          "attempts", "node", "error_type", "error_message", "payload_size", "result_size", "payload", "result",
+          "rank")
+ATTEMPT_FIELDS = ("attempt", "node", "worker", "started_at", "ended_at", "duration_ms", "init_ms", "outcome",
+                  "error_type", "error_message")
+_LAYOUT = 1
+_KNOWN = frozenset((*FIELDS, "attempt"))
+
+
 def encode(record: dict[str, Any]) -> bytes:
-    return msgpack.packb(record, use_bin_type=True)
+    get = record.get
+    attempt = get("attempt")
+    extra = {k: v for k, v in record.items() if k not in _KNOWN} or None
+    return msgpack.packb(
+        [_LAYOUT, [get(f) for f in FIELDS], [attempt.get(f) for f in ATTEMPT_FIELDS] if attempt else None, extra],
+        use_bin_type=True)
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    record: dict[str, Any] = msgpack.unpackb(data, raw=False)
+    value = msgpack.unpackb(data, raw=False)
+    if isinstance(value, dict):  # the earlier map layout, still on a stream after an upgrade
+        return value
+    _layout, values, attempt, extra = value
+    record = dict(zip(FIELDS, values, strict=True))
+    if attempt is not None:
+        record["attempt"] = dict(zip(ATTEMPT_FIELDS, attempt, strict=True))
+    if extra:
+        record.update(extra)
     return record
 
 
