@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -94,12 +95,19 @@ def dump_result(result: Any) -> bytes:
     return orjson.dumps(result, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+#: an invocation running longer than this writes its output straight to the log pipe
+SPILL_AFTER_S = 0.05
+
+
 class OutputCapture(io.TextIOBase):
     """sys.stdout and sys.stderr of a worker: what the function prints, kept per invocation.
 
-    The output travels with the invocation's result (no pipe round trip per invocation),
-    capped at `limit` bytes (the rest is counted, never blocks). Writes to the real file
-    descriptors (C extensions, subprocesses) still reach the node through its log pipe.
+    The output of a quick invocation travels with its result (no pipe round trip per
+    invocation). An invocation still running after SPILL_AFTER_S `spill`s: what it printed so
+    far goes to the real stdout (the node's log pipe) and so does everything after, so that
+    the output of an invocation that times out or crashes is not lost with the worker.
+    Output is capped at `limit` bytes per invocation (the rest is counted, never blocks).
+    Writes to the real file descriptors (C extensions, subprocesses) reach the pipe directly.
     """
 
     def __init__(self, limit: int, fd: int) -> None:
@@ -109,7 +117,20 @@ class OutputCapture(io.TextIOBase):
         self._chunks: list[bytes] = []
         self._size = 0
         self.dropped = 0
+        self.write_through = False
         self.buffer = _BinaryCapture(self)
+
+    def spill(self, *_: Any) -> None:
+        """From now on write to the pipe, starting with what was kept (a SIGALRM handler)."""
+        self.write_through = True
+        kept, self._chunks = self._chunks, []
+        for data in kept:
+            self._write_fd(data)
+
+    def _write_fd(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self._fd, data):]
 
     def write(self, text: str) -> int:
         self.write_bytes(text.encode("utf-8", "replace"))
@@ -121,12 +142,16 @@ class OutputCapture(io.TextIOBase):
             self.dropped += len(data) - max(room, 0)
             data = data[:max(room, 0)]
         if data:
-            self._chunks.append(data)
             self._size += len(data)
+            if self.write_through:
+                self._write_fd(data)
+            else:
+                self._chunks.append(data)
 
     def take(self) -> tuple[bytes, int]:
+        """What this invocation printed (if not spilled) and how much was cut; then start afresh."""
         out, dropped = b"".join(self._chunks), self.dropped
-        self._chunks, self._size, self.dropped = [], 0, 0
+        self._chunks, self._size, self.dropped, self.write_through = [], 0, 0, False
         return out, dropped
 
     def fileno(self) -> int:
@@ -265,6 +290,7 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
     cpu_budget = int((spec.get("limits") or {}).get("cpu_seconds") or 0)
     cpu_soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
     frames = protocol.FrameReader(sock)
+    signal.signal(signal.SIGALRM, capture.spill)
     while True:
         try:
             request = frames.read()
@@ -274,7 +300,16 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
             return 0
         started_at = time.time()
         t0 = time.perf_counter()
+        # the spill timer, unless the function took SIGALRM or an alarm for itself (then its
+        # output streams to the pipe as it comes)
+        armed = signal.getsignal(signal.SIGALRM) == capture.spill and not signal.getitimer(signal.ITIMER_REAL)[0]
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, SPILL_AFTER_S)
+        else:
+            capture.write_through = True
         ok, body, keep = invoke_once(handler, request, spec)
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         duration_ms = (time.perf_counter() - t0) * 1000
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = usage.ru_utime + usage.ru_stime
