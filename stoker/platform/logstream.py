@@ -63,8 +63,9 @@ async def read_logs(redis: aioredis.Redis, keys: Keys, function: str, *, since_m
     `max_entries` chunks (or just enough for `tail` lines).
     """
     stream = keys.logs(function)
-    start = str(since_ms) if since_ms is not None else "-"
-    end = str(until_ms) if until_ms is not None else "+"
+    # stream ids are ms since 1970 and cannot be negative: nothing is older than 0
+    start = str(max(0, since_ms)) if since_ms is not None else "-"
+    end = str(max(0, until_ms)) if until_ms is not None else "+"
     entries: Any
     lines: list[LogLine] = []
     last: str | None = None

@@ -49,7 +49,10 @@ def parse_time(value: str, option: str, now: dt.datetime | None = None) -> dt.da
         raise InvalidInput(f"{option} {value!r} is not a time: use {ACCEPTED}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a time, but not one UTC can hold
+        raise InvalidInput(f"{option} {value!r} is out of range: give a time from the year 1 to 9999 (UTC)") from None
 
 
 def iso(value: dt.datetime | None) -> str | None:

@@ -148,3 +148,33 @@ def test_errors_from_the_api_carry_no_secrets(platform: RunningPlatform) -> None
                   http.post("/api/functions/nosuch/dlq/redrive", content=b"[1, 2]")):
             assert_clean_error(r, platform)
             json.dumps(r.json())
+
+
+def test_values_out_of_range_get_a_400_naming_the_parameter(platform: RunningPlatform, make_function) -> None:
+    """Values the fuzzing found making the gateway fail: non-ASCII digits, times before 1970
+    or outside what UTC holds, durations reaching before the year 1, the last month of 9999."""
+    platform.cli("deploy", str(make_function("echo", "def handler(event, context):\n    return event\n")),
+                 check=True)
+    auth = {"Authorization": f"Bearer {platform.token}"}
+    with httpx.Client(base_url=platform.url, timeout=30, headers=auth) as http:
+        assert http.post("/api/queues/orders/messages", json={"n": 1}).status_code == 202
+        for method, path, named in [
+            ("GET", "/api/cron?next=\u00b2", "next"),
+            ("GET", "/api/queues/orders/messages?limit=\u00b2", "limit"),
+            ("POST", "/api/queues/orders/redrive?max=\u00b2", "max"),
+            ("GET", "/api/invocations?limit=\u00b2", "limit"),
+            ("GET", "/api/invocations?since=0001-01-01T00:00:00%2B01:00", "since"),
+            ("DELETE", "/api/invocations?older_than=999999w", "older_than"),
+            ("GET", "/api/bill?month=9999-12", "month"),
+            ("GET", "/api/bill?until=9999-12-31T23:59:59-01:00", "until"),
+        ]:
+            r = http.request(method, path)
+            assert_clean_error(r, platform, 400)
+            assert r.json()["error"].startswith(named), (path, r.json())
+        # a log read from before 1970 is a read from the start
+        r = http.get("/api/functions/echo/logs?since=1900-01-01T00:00:00Z")
+        assert r.status_code == 200 and r.json()["lines"] == []
+        # a mistyped field never turns a redrive of one dead letter into a redrive of all
+        r = http.post("/api/functions/echo/dlq/redrive", json={"ids": ["x"]})
+        assert_clean_error(r, platform, 400)
+        assert "unknown field(s) ids" in r.json()["error"]

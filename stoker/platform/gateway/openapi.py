@@ -49,8 +49,11 @@ ALIAS: Schema = {"type": "string", "pattern": "^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$
 #: a published version, as a number or a string of digits
 VERSION_NUMBER: Schema = {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 999_999_999},
                                     {"type": "string", "pattern": "^[1-9][0-9]{0,8}$"}]}
-#: a function name, optionally with :qualifier where the route resolves qualifiers
+#: a function name (QUALIFIED_NAME: with :qualifier, where the route resolves qualifiers)
 NAME: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+QUALIFIED_NAME: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}(:[^/]*)?$"}
+#: a named queue (SQS's rules), or its dead-letter queue (`-dlq`)
+QUEUE: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,80}(-dlq)*$"}
 
 _VERSION_PROPS: dict[str, Schema] = {
     "function": STRING, "version": STRING, "code_hash": STRING, "deployed_at": TIME,
@@ -68,8 +71,10 @@ _FUNCTION_PROPS: dict[str, Schema] = {
     "timeout": NUMBER, "concurrency": nullable(INTEGER), "description": STRING, "triggers": array(STRING),
     "code_hash": STRING, "deployed_at": TIME, "aliases": {"type": "object", "additionalProperties": STRING},
 }
+_RIGHTS = ("admin", "deploy", "invoke", "read")
+_A_RIGHT = f"({'|'.join(_RIGHTS)})"
 _TOKEN_PROPS: dict[str, Schema] = {
-    "name": STRING, "rights": array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]}),
+    "name": STRING, "rights": array({"type": "string", "enum": list(_RIGHTS)}),
     "created_at": TIME, "created_by": nullable(STRING), "revoked_at": nullable(TIME),
 }
 _INVOCATION_PROPS: dict[str, Schema] = {
@@ -83,13 +88,32 @@ _INVOCATION_PROPS: dict[str, Schema] = {
 }
 _ATTEMPT = obj(["attempt", "outcome"], {
     "attempt": INTEGER, "node": nullable(STRING), "worker": nullable(STRING), "started_at": nullable(TIME),
-    "ended_at": nullable(TIME), "duration_ms": nullable(NUMBER), "init_ms": nullable(NUMBER), "outcome": STRING,
-    "error_type": nullable(STRING), "error_message": nullable(STRING)})
+    "ended_at": nullable(TIME), "duration_ms": nullable(NUMBER), "billed_ms": nullable(INTEGER),
+    "init_ms": nullable(NUMBER), "outcome": STRING, "error_type": nullable(STRING),
+    "error_message": nullable(STRING)})
+_QUEUE_PROPS: dict[str, Schema] = {"name": STRING, "available": INTEGER, "in_flight": INTEGER, "delayed": INTEGER,
+                                   "consumers": {**array(STRING), "description": "functions consuming the queue"}}
+_PEEKED_PROPS: dict[str, Schema] = {
+    "id": STRING, "body": {**ANY_JSON, "description": "the message as sent"}, "receive_count": INTEGER,
+    "sent_at": nullable(TIME), "state": {"type": "string", "enum": ["available", "in_flight", "delayed"]},
+    "first_received_at": nullable(TIME), "attributes": {"type": "object", "additionalProperties": STRING},
+}
+_BILL_LINE: dict[str, Schema] = {"requests": INTEGER, "gb_seconds": NUMBER, "request_cost": NUMBER,
+                                 "compute_cost": NUMBER, "cost": NUMBER}
+_BILL_MONTH = obj(["month", "requests", "gb_seconds", "cost"], {
+    "month": STRING, "requests": INTEGER, "gb_seconds": NUMBER, "cost": NUMBER,
+    "free_requests": NUMBER, "free_gb_seconds": NUMBER, "billed_cost": NUMBER})
+_FREE_TIER = obj(["applied", "requests_per_month", "gb_seconds_per_month", "requests", "gb_seconds", "credit"], {
+    "applied": BOOLEAN, "requests_per_month": NUMBER, "gb_seconds_per_month": NUMBER, "requests": NUMBER,
+    "gb_seconds": NUMBER, "credit": NUMBER})
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj(["error", "code"], {"error": STRING, "code": STRING}),
-    "Health": obj(["status", "redis"], {"status": {"type": "string", "enum": ["ok", "starting", "degraded"]},
-                                        "redis": STRING, "database": STRING}, additional=STRING),
+    "Health": obj(["status", "redis"], {
+        "status": {"type": "string", "enum": ["ok", "starting", "degraded"]}, "redis": STRING, "database": STRING,
+        "triggers": {"anyOf": [{"const": "ok"}, {"type": "object", "additionalProperties": STRING}],
+                     "description": "problems of trigger sources by source (shown, not failed)"}},
+        additional=STRING),
     "Function": obj(list(_FUNCTION_PROPS), _FUNCTION_PROPS),
     "FunctionDetail": obj([*_FUNCTION_PROPS, "versions"], {**_FUNCTION_PROPS, "versions": array(ref("Version"))}),
     "Version": obj(list(_VERSION_PROPS), _VERSION_PROPS),
@@ -118,14 +142,70 @@ SCHEMAS: dict[str, Schema] = {
     "TokenCreated": obj([*_TOKEN_PROPS, "token"], {**_TOKEN_PROPS, "token": STRING}),
     "TokenRequest": obj(["name", "rights"], {
         "name": {"type": "string", "pattern": "^(?!admin$)[A-Za-z0-9_.-]{1,64}$"},
-        "rights": {**array({"type": "string", "enum": ["admin", "deploy", "invoke", "read"]}), "minItems": 1}}),
+        "rights": {"anyOf": [{**array({"type": "string", "enum": list(_RIGHTS)}), "minItems": 1},
+                             {"type": "string", "pattern": f"^ *{_A_RIGHT}( *, *{_A_RIGHT})* *$",
+                              "description": "the same, comma-separated"}]}}),
     "Invocation": obj([*_INVOCATION_PROPS, "attempts"], {**_INVOCATION_PROPS, "attempts": nullable(INTEGER)}),
-    "InvocationDetail": obj([*_INVOCATION_PROPS, "attempts", "attempt_count", "logs"], {
+    "InvocationDetail": obj([*_INVOCATION_PROPS, "attempts", "attempt_count", "payload", "payload_truncated",
+                             "result", "result_truncated", "logs"], {
         **_INVOCATION_PROPS, "attempts": array(_ATTEMPT), "attempt_count": nullable(INTEGER),
-        "payload": nullable(STRING), "result": nullable(STRING), "logs": array(STRING)}),
+        "payload": nullable(STRING), "payload_truncated": BOOLEAN, "result": nullable(STRING),
+        "result_truncated": BOOLEAN, "logs": array(STRING)}),
+    "Pruned": obj(["before", "invocations", "attempts", "dry_run"], {
+        "before": {**TIME, "description": "rows received before this were deleted (or counted)"},
+        "invocations": INTEGER, "attempts": {**INTEGER, "description": "0 on a dry run: only invocations are counted"},
+        "dry_run": BOOLEAN}),
     "LogLine": obj(["timestamp", "request_id", "message"], {"timestamp": INTEGER, "request_id": nullable(STRING),
                                                              "message": STRING}),
     "Logs": obj(["lines", "next"], {"lines": array(ref("LogLine")), "next": nullable(STRING)}),
+    "Queue": obj(list(_QUEUE_PROPS), _QUEUE_PROPS),
+    "MessageSent": obj(["id", "queue"], {"id": STRING, "queue": STRING}),
+    "MessagesSent": obj(["ids", "queue"], {"ids": array(STRING), "queue": STRING}),
+    "QueuedMessage": obj(list(_PEEKED_PROPS), {
+        **_PEEKED_PROPS,
+        "visible_at": {**TIME, "description": "delayed messages: when they become visible"},
+        "dead_letter": obj(["queue", "receive_count", "at"], {"queue": STRING, "receive_count": INTEGER,
+                                                              "at": nullable(TIME)})}),
+    "MessageAttributes": {"type": "object", "maxProperties": 10,
+                          "propertyNames": {"pattern": "^(?![Aa][Ww][Ss]\\.|[Aa][Mm][Aa][Zz][Oo][Nn]\\.)"
+                                                       "[A-Za-z0-9_.-]{1,256}$"},
+                          "additionalProperties": {"anyOf": [STRING, NUMBER, obj(["DataType", "StringValue"], {
+                              "DataType": {"type": "string", "pattern": "^(String|Number)(\\..*)?$"},
+                              "StringValue": STRING})]}},
+    "Purged": obj(["purged"], {"purged": INTEGER}),
+    "QueueRedriven": obj(["moved", "skipped_in_flight", "skipped_no_source"], {
+        "moved": INTEGER, "skipped_in_flight": INTEGER,
+        "skipped_no_source": {**INTEGER, "description": "messages with no source queue to go back to (give `to`)"}}),
+    "CronSchedule": obj(["schedule", "function", "expression", "timezone", "missed", "qualifier", "last_fired",
+                         "leader", "next", "next_local"], {
+        "schedule": {**STRING, "description": "function/name"}, "function": STRING, "expression": STRING,
+        "timezone": STRING, "missed": {"type": "string", "enum": ["skip", "once"]}, "qualifier": nullable(STRING),
+        "last_fired": nullable(TIME), "leader": nullable(STRING),
+        "next": {**array(TIME), "description": "the next ticks, UTC"},
+        "next_local": {**array(TIME), "description": "the same ticks in the schedule's time zone"}}),
+    "DeadLetter": obj(["id", "entry", "function", "version", "qualifier", "trigger", "attempts", "reason", "error",
+                       "payload", "failed_at"], {
+        "id": {**STRING, "description": "the invocation id"}, "entry": STRING, "function": nullable(STRING),
+        "version": STRING, "qualifier": nullable(STRING), "trigger": nullable(STRING),
+        "attempts": nullable(INTEGER), "reason": nullable(STRING),
+        "error": nullable({"type": "object", "description": "the last error, as Lambda reports it"}),
+        "payload": {**ANY_JSON, "description": "the event (as text when it is not JSON)"},
+        "failed_at": nullable(TIME)}),
+    "DeadLettersRedriven": obj(["redriven", "count"], {
+        "redriven": array(obj(["id", "new_id"], {"id": STRING, "new_id": STRING})), "count": INTEGER}),
+    "RedriveRequest": obj([], {"id": {**STRING, "description": "one dead letter's invocation id; empty: all"}}),
+    "Bill": obj(["since", "until", "by", "prices", "free_tier", "months", "requests", "gb_seconds", "subtotal",
+                 "total_cost"], {
+        "since": TIME, "until": TIME, "by": {"type": "string", "enum": ["function", "day"]},
+        "prices": obj(["per_million_requests", "per_gb_second"], {"per_million_requests": NUMBER,
+                                                                   "per_gb_second": NUMBER}),
+        "free_tier": _FREE_TIER,
+        "functions": {**array(obj(["function", *_BILL_LINE], {"function": STRING, **_BILL_LINE})),
+                      "description": "with by=function"},
+        "days": {**array(obj(["day", *_BILL_LINE], {"day": {"type": "string", "format": "date"}, **_BILL_LINE})),
+                 "description": "with by=day"},
+        "months": array(_BILL_MONTH), "requests": INTEGER, "gb_seconds": NUMBER, "subtotal": NUMBER,
+        "total_cost": NUMBER}),
 }
 
 #: the status codes each error means, as every route answers them (JSON `Error`)
@@ -138,6 +218,7 @@ ERRORS = {
     "413": "the body is over its size limit",
     "429": "throttled: over a concurrency limit",
     "503": "Redis or the database is not reachable",
+    "504": "no answer within the function's timeout (and a grace period): see the ledger for its fate",
 }
 
 
@@ -145,18 +226,34 @@ def json_content(schema: Schema) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+class Content(dict[str, Any]):
+    """A response's content by media type, for an answer that is not (only) JSON:
+    `Content({"application/x-ndjson": {"schema": ...}})` in place of a schema."""
+
+
+ZIP = Content({"application/zip": {"schema": {"type": "string", "format": "binary"}}})
+
+
 def operation(summary: str, right: str | None, responses: dict[str, tuple[str, Schema | None]],
               errors: tuple[str, ...] = (), parameters: list[dict[str, Any]] | None = None,
-              body: dict[str, Any] | None = None, tag: str = "functions") -> dict[str, Any]:
+              body: dict[str, Any] | None = None, tag: str = "functions",
+              headers: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """One operation. `right`: the token right needed (None: no token). `errors`: status codes
-    beyond 401/403 (added when a right is needed) that this operation answers with `Error`."""
+    beyond 401/403 (added when a right is needed) that this operation answers with `Error`.
+    `headers`: status -> response header -> what it says."""
     out: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {}}
     if right is None:
         out["security"] = []
     else:
         out["description"] = f"Needs a token with the `{right}` right (or `admin`)."
     for status, (text, schema) in responses.items():
-        out["responses"][status] = {"description": text, **({"content": json_content(schema)} if schema else {})}
+        response: dict[str, Any] = {"description": text}
+        if schema is not None:
+            response["content"] = schema if isinstance(schema, Content) else json_content(schema)
+        if headers and status in headers:
+            response["headers"] = {name: {"description": what, "schema": STRING}
+                                   for name, what in headers[status].items()}
+        out["responses"][status] = response
     codes = (*errors, *(("401", "403") if right is not None else ()), "503")
     for status in sorted(set(codes)):
         out["responses"][status] = {"description": ERRORS[status], "content": json_content(ref("Error"))}
@@ -171,8 +268,14 @@ def path_param(name: str, schema: Schema | None = None, description: str = "") -
     return {"name": name, "in": "path", "required": True, "schema": schema or STRING, "description": description}
 
 
-def query_param(name: str, schema: Schema | None = None, description: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema or STRING, "description": description}
+def query_param(name: str, schema: Schema | None = None, description: str = "",
+                required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema or STRING,
+            "description": description}
+
+
+def header_param(name: str, schema: Schema | None = None, description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": schema or STRING, "description": description}
 
 
 def json_body(schema: Schema, required: bool = True) -> dict[str, Any]:

@@ -106,6 +106,8 @@ def parse_month(value: str, option: str = "month") -> tuple[dt.datetime, dt.date
         start = dt.datetime.strptime(value.strip(), "%Y-%m").replace(tzinfo=dt.UTC)
     except ValueError:
         raise InvalidInput(f"{option} {value!r} is not a month: use YYYY-MM, e.g. 2026-01") from None
+    if start.year == dt.MAXYEAR and start.month == 12:  # its end, 10000-01-01, is past what a datetime holds
+        raise InvalidInput(f"{option} {value!r} is out of range: give a month up to {dt.MAXYEAR}-11")
     return start, next_month(start)
 
 

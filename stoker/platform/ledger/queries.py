@@ -95,7 +95,7 @@ def filter_from_params(params: Mapping[str, str], allowed: tuple[str, ...] = FIL
             values[name] = parse_time(params[name], name, now)
     if params.get("limit"):
         raw = params["limit"]
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise InvalidInput(f"limit {raw!r} is not a whole number: use a number from 1 to {MAX_LIMIT:,}")
         values["limit"] = int(raw)
     f = InvocationFilter(**values)

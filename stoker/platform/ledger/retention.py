@@ -58,7 +58,10 @@ def prune(engine: Engine, before: dt.datetime, dry_run: bool = False, chunk: int
 
 def cutoff(older_than: str, option: str, now: dt.datetime | None = None) -> dt.datetime:
     now = now or dt.datetime.now(dt.UTC)
-    return now - dt.timedelta(seconds=parse_duration(older_than, option))
+    try:
+        return now - dt.timedelta(seconds=parse_duration(older_than, option))
+    except OverflowError:
+        raise InvalidInput(f"{option} {older_than!r} reaches back before the year 1: keep less") from None
 
 
 def retention_from_env() -> float | None:

@@ -48,3 +48,9 @@ def test_iso_is_utc_with_milliseconds() -> None:
     assert iso(dt.datetime(2026, 1, 31, 14, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == \
         "2026-01-31T12:00:00.123Z"
     assert iso(None) is None
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_utc_cannot_hold_is_refused_naming_the_option(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"--since .* out of range"):
+        parse_time(text, "--since", NOW)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
+from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
 from stoker.platform.ledger.billing import GROUPINGS, compute_bill, default_period, parse_month
@@ -55,3 +56,19 @@ async def bill_route(request: Request) -> Response:
 
 
 routes = [Route("/api/bill", bill_route, methods=["GET"])]
+
+openapi = {
+    "/api/bill": {
+        "get": O.operation(
+            "The bill: requests and GB-seconds from the ledger, priced, with the monthly free tier", "read",
+            {"200": ("the bill (figures unrounded); lines under `functions` or `days` as `by` says",
+                     O.ref("Bill"))}, errors=("400",), tag="ledger",
+            parameters=[O.query_param("since", O.WHEN, "ISO 8601, or a duration ago (default: the start of "
+                                                       "this month, UTC)"),
+                        O.query_param("until", O.WHEN, "ISO 8601, or a duration ago (default: now)"),
+                        O.query_param("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                                      "a calendar month, YYYY-MM (not with since or until)"),
+                        O.query_param("by", {"type": "string", "enum": list(GROUPINGS)}, "default function"),
+                        O.query_param("free_tier", O.BOOLEAN, "apply the free tier (default true)")]),
+    },
+}

@@ -24,7 +24,7 @@ routes = [Route("/api/bundles/{hash}", bundle_route, methods=["GET"])]
 openapi = {
     "/api/bundles/{hash}": {
         "get": O.operation("A stored bundle by content hash (nodes on other machines fetch here)", "admin",
-                           {"200": ("the zip", None)}, errors=("404",), tag="platform",
+                           {"200": ("the zip", O.ZIP)}, errors=("404",), tag="platform",
                            parameters=[O.path_param("hash", {"type": "string", "pattern": "^[0-9a-f]{64}$"})]),
     },
 }

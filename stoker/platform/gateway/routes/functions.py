@@ -100,9 +100,8 @@ routes = [
     Route("/api/functions/{name}/invoke", invoke, methods=["POST"]),
 ]
 
-
-
 _name = O.path_param("name", O.NAME, "the function")
+_invoked = {"X-Stoker-Invocation-Id": "the invocation's id (see `GET /api/invocations/{id}`)"}
 openapi = {
     "/api/functions": {
         "post": O.operation(
@@ -110,8 +109,10 @@ openapi = {
             {"201": ("a new version was made", O.ref("Deployed")),
              "200": ("the newest version has this exact code and configuration already", O.ref("Deployed"))},
             errors=("400", "413"),
-            body={"required": True, "content": {"application/zip": {"schema": {"type": "string",
-                                                                               "format": "binary"}}}}),
+            parameters=[O.query_param("source_dir", {"type": "string", "pattern": "^/"},
+                                      "the absolute folder the bundle was made from: relative trigger paths "
+                                      "(files) resolve there")],
+            body={"required": True, "content": O.ZIP}),
         "get": O.operation("Every function with its newest version", "read",
                            {"200": ("the functions", O.array(O.ref("Function")))}),
     },
@@ -125,10 +126,16 @@ openapi = {
             "Invoke a function (sync by default)", "invoke",
             {"200": ("the function's result; its error, with X-Stoker-Function-Error: Unhandled", O.ANY_JSON),
              "202": ("queued (async): the invocation id", O.ref("Accepted"))},
-            errors=("400", "404", "413", "429"),
-            parameters=[O.path_param("name", O.NAME, "the function (name:qualifier works too)"),
+            errors=("400", "404", "413", "429", "504"),
+            parameters=[O.path_param("name", O.QUALIFIED_NAME, "the function (name:qualifier works too)"),
                         O.query_param("qualifier", None, "a version number, an alias, or $LATEST"),
-                        O.query_param("async", O.BOOLEAN, "queue the event and answer 202")],
-            body=O.json_body(O.ANY_JSON, required=False)),
+                        O.query_param("async", O.BOOLEAN, "queue the event and answer 202"),
+                        O.header_param("X-Stoker-Invocation-Type", {"type": "string",
+                                                                    "enum": ["RequestResponse", "Event"]},
+                                       "Event: the same as async=true")],
+            body=O.json_body(O.ANY_JSON, required=False),
+            headers={"200": {**_invoked, "X-Stoker-Executed-Version": "the version that ran",
+                             "X-Stoker-Function-Error": "Unhandled when the function failed"},
+                     "202": _invoked}),
     },
 }

@@ -28,6 +28,7 @@ from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import authorize
 from stoker.platform.ledger.queries import (
+    DEFAULT_LIMIT,
     FILTER_PARAMS,
     MAX_LIMIT,
     export_invocations,
@@ -122,18 +123,35 @@ routes = [
     Route("/api/invocations/{id}", show_route, methods=["GET"]),
 ]
 
+_filters = [O.query_param("function", O.NAME), O.query_param("version", {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                                                                 "the version that ran (never an alias)"),
+            O.query_param("status", {"type": "string", "enum": list(STATUSES)}),
+            O.query_param("trigger"), O.query_param("node"),
+            O.query_param("cold", O.BOOLEAN, "cold starts only (true) or warm ones only (false)"),
+            O.query_param("since", O.WHEN, "received at or after: ISO 8601, or a duration ago: 30s, 10m, 2h, 7d"),
+            O.query_param("until", O.WHEN, "received before: ISO 8601, or a duration ago")]
 openapi = {
     "/api/invocations": {
         "get": O.operation(
             "Invocations from the ledger, newest first", "read",
             {"200": ("the rows", O.array(O.ref("Invocation")))}, errors=("400",), tag="ledger",
-            parameters=[O.query_param("function"), O.query_param("version"),
-                        O.query_param("status", {"type": "string", "enum": list(STATUSES)}),
-                        O.query_param("trigger"), O.query_param("node"),
-                        O.query_param("cold", O.BOOLEAN),
-                        O.query_param("since", O.WHEN, "ISO 8601, or a duration ago: 30s, 10m, 2h, 7d"),
-                        O.query_param("until", O.WHEN, "ISO 8601, or a duration ago"),
-                        O.query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT})]),
+            parameters=[*_filters, O.query_param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                                                 f"at most this many rows (default {DEFAULT_LIMIT})")]),
+        "delete": O.operation(
+            "Prune the ledger: delete invocations (and their attempts) received before a cutoff", "admin",
+            {"200": ("what was deleted (or, on a dry run, would be)", O.ref("Pruned"))}, errors=("400",),
+            tag="ledger",
+            parameters=[O.query_param("older_than", {"type": "string", "pattern": "^[0-9]{1,6}(s|m|h|d|w)$"},
+                                      "keep this much: delete rows received longer ago than this (30d)",
+                                      required=True),
+                        O.query_param("dry_run", O.BOOLEAN, "only count what would be deleted")]),
+    },
+    "/api/invocations/export": {
+        "get": O.operation(
+            "Every invocation matching the filters, oldest first, as NDJSON (one row a line)", "read",
+            {"200": ("the rows", O.Content({"application/x-ndjson": {"schema": {
+                "type": "string", "description": "one JSON `Invocation` a line"}}}))},
+            errors=("400",), tag="ledger", parameters=_filters),
     },
     "/api/invocations/{id}": {
         "get": O.operation("One invocation with its attempts and log lines", "read",

@@ -75,10 +75,17 @@ openapi = {
     "/api/functions/{name}/logs": {
         "get": O.operation(
             "A function's log lines (with follow=true: NDJSON as they are written)", "read",
-            {"200": ("the lines, and the position to read on from", O.ref("Logs"))}, errors=("400", "404"),
-            tag="ledger",
-            parameters=[O.path_param("name", O.NAME), O.query_param("tail", {"type": "integer", "minimum": 0}),
+            {"200": ("the lines and the position to read on from; with follow=true, NDJSON: one `LogLine` a line "
+                     "(an empty line keeps an idle connection open), until the client leaves",
+                     O.Content({**O.json_content(O.ref("Logs")),
+                                "application/x-ndjson": {"schema": {"type": "string"}}}))},
+            errors=("400", "404"), tag="ledger",
+            parameters=[O.path_param("name", O.NAME),
+                        O.query_param("tail", {"type": "integer", "minimum": 0, "maximum": MAX_TAIL},
+                                      "the newest lines only"),
                         O.query_param("since", O.WHEN, "ISO 8601, or a duration ago"),
-                        O.query_param("request_id"), O.query_param("follow", O.BOOLEAN)]),
+                        O.query_param("until", O.WHEN, "ISO 8601, or a duration ago (not with follow)"),
+                        O.query_param("request_id", None, "one invocation's lines only"),
+                        O.query_param("follow", O.BOOLEAN, "keep the answer open and stream new lines")]),
     },
 }

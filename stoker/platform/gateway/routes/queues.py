@@ -22,13 +22,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stoker.errors import InvalidInput
+from stoker.platform.gateway import openapi as O
 from stoker.platform.gateway.httputil import json_response, parse_json, read_body
 from stoker.platform.gateway.state import authorize
 from stoker.platform.registry.projection import FunctionDirectory
-from stoker.triggers.queue.messages import MAX_BATCH, MAX_MESSAGE_BYTES, check_queue_name
+from stoker.triggers.queue.messages import MAX_BATCH, MAX_DELAY_S, MAX_MESSAGE_BYTES, check_queue_name
 from stoker.triggers.queue.store import QueueStore
 
 ATTRIBUTES_HEADER = "x-stoker-message-attributes"
+PEEK_MAX = 1000
+REDRIVE_MAX = 10_000_000
 
 
 def _store(request: Request) -> QueueStore:
@@ -77,7 +80,7 @@ def _int_param(request: Request, name: str, default: int | None, lo: int, hi: in
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
         raise InvalidInput(f"{name} {raw!r} is not valid: give a whole number from {lo} to {hi}")
     return int(raw)
 
@@ -122,7 +125,7 @@ async def send_batch(request: Request) -> Response:
 
 async def peek(request: Request) -> Response:
     await authorize(request, "read")
-    limit = _int_param(request, "limit", 10, 1, 1000)
+    limit = _int_param(request, "limit", 10, 1, PEEK_MAX)
     assert limit is not None
     return json_response(await _store(request).peek(request.path_params["queue"], limit))
 
@@ -134,7 +137,7 @@ async def purge(request: Request) -> Response:
 
 async def redrive(request: Request) -> Response:
     await authorize(request, "admin")
-    limit = _int_param(request, "max", None, 1, 10_000_000)
+    limit = _int_param(request, "max", None, 1, REDRIVE_MAX)
     result = await _store(request).redrive(request.path_params["queue"], request.query_params.get("to") or None,
                                            limit)
     return json_response(result.to_json())
@@ -149,3 +152,52 @@ routes = [
     Route("/api/queues/{queue}/messages", purge, methods=["DELETE"]),
     Route("/api/queues/{queue}/redrive", redrive, methods=["POST"]),
 ]
+
+_queue = O.path_param("queue", O.QUEUE, "the queue (its dead-letter queue is QUEUE-dlq)")
+_sending = [_queue, O.query_param("delay", {"type": "number", "minimum": 0, "maximum": MAX_DELAY_S},
+                                  "seconds before the messages become visible"),
+            {"name": "X-Stoker-Message-Attributes", "in": "header", "required": False,
+             "description": "message attributes as JSON: name -> a string, a number, or "
+                            '{"DataType": "String"|"Number", "StringValue": "..."}',
+             "content": {"application/json": {"schema": O.ref("MessageAttributes")}}}]
+openapi = {
+    "/api/queues": {
+        "get": O.operation("Every queue: messages available, in flight and delayed, and its consumers", "read",
+                           {"200": ("the queues", O.array(O.ref("Queue")))}, tag="queues"),
+    },
+    "/api/queues/{queue}": {
+        "get": O.operation("One queue", "read", {"200": ("the queue", O.ref("Queue"))}, errors=("400", "404"),
+                           tag="queues", parameters=[_queue]),
+    },
+    "/api/queues/{queue}/messages": {
+        "post": O.operation(
+            "Send one message (any JSON value; the queue is made by its first message)", "invoke",
+            {"202": ("queued", O.ref("MessageSent"))}, errors=("400", "413"), tag="queues", parameters=_sending,
+            body=O.json_body(O.ANY_JSON)),
+        "get": O.operation("Look at the oldest messages (then delayed ones) without receiving them", "read",
+                           {"200": ("the messages", O.array(O.ref("QueuedMessage")))}, errors=("400", "404"),
+                           tag="queues",
+                           parameters=[_queue, O.query_param("limit", {"type": "integer", "minimum": 1,
+                                                                       "maximum": PEEK_MAX}, "default 10")]),
+        "delete": O.operation("Purge: delete every message, in flight and delayed ones too", "admin",
+                              {"200": ("how many were deleted", O.ref("Purged"))}, errors=("400", "404"),
+                              tag="queues", parameters=[_queue]),
+    },
+    "/api/queues/{queue}/messages/batch": {
+        "post": O.operation(
+            f"Send 1 to {MAX_BATCH} messages at once (all or none)", "invoke",
+            {"202": ("queued, ids in the order sent", O.ref("MessagesSent"))}, errors=("400", "413"), tag="queues",
+            parameters=_sending,
+            body=O.json_body({"type": "array", "items": O.ANY_JSON, "minItems": 1, "maxItems": MAX_BATCH})),
+    },
+    "/api/queues/{queue}/redrive": {
+        "post": O.operation(
+            "Move messages not in flight (usually of a dead-letter queue) back to their source queue, or to `to`",
+            "admin", {"200": ("what was moved and what was not", O.ref("QueueRedriven"))}, errors=("400", "404"),
+            tag="queues",
+            parameters=[_queue, O.query_param("to", O.QUEUE, "the queue to move them to (default: each message's "
+                                                             "source queue)"),
+                        O.query_param("max", {"type": "integer", "minimum": 1, "maximum": REDRIVE_MAX},
+                                      "move at most this many")]),
+    },
+}
