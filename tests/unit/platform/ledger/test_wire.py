@@ -9,8 +9,8 @@ from stoker.platform.ledger.models import Attempt, Invocation
 
 
 def test_the_layout_names_every_column_of_both_tables() -> None:
-    assert R.FIELDS == tuple(c.name for c in Invocation.__table__.columns)
-    assert R.ATTEMPT_FIELDS == tuple(c.name for c in Attempt.__table__.columns if c.name != "invocation_id")
+    assert tuple(c.name for c in Invocation.__table__.columns) == R.FIELDS
+    assert tuple(c.name for c in Attempt.__table__.columns if c.name != "invocation_id") == R.ATTEMPT_FIELDS
 
 
 def test_round_trip_keeps_known_and_unknown_keys() -> None:
