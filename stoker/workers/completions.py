@@ -10,6 +10,7 @@ goes out at once. A failed send is retried, never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 #: async results wait at most this long for others to share their Redis call
 GATHER_S = 0.002
+#: idle-worker changes with no completion to ride on go out after this long
+IDLE_DELAY_S = 0.02
 
 
 @dataclass(slots=True)
@@ -57,18 +60,28 @@ class CompletionBatcher:
         self._idle_flushed = asyncio.Event()
         self._idle_flushed.set()
         self._urgent = False
+        self._urgent_added = asyncio.Event()
         self._last_flush = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def add(self, item: Completion) -> None:
         self._items.append(item)
         self._idle_flushed.clear()
         if item.reply_key:
             self._urgent = True  # a sync caller waits: no gathering
+            self._urgent_added.set()
         self._wake.set()
 
     def idle_delta(self, node_id: str, function_version: str, delta: int) -> None:
+        """Changes in idle workers ride with the next completion (a lease and its release cancel
+        out); alone, they go out within IDLE_DELAY_S."""
         self._idle[(node_id, function_version)] += delta
         self._idle_flushed.clear()
+        if self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(IDLE_DELAY_S, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_timer = None
         self._wake.set()
 
     @property
@@ -81,8 +94,11 @@ class CompletionBatcher:
             self._wake.clear()
             since = time.monotonic() - self._last_flush
             if not self._urgent and since < GATHER_S:
-                # only async results: let a few more join this call (each call has a fixed cost)
-                await asyncio.sleep(GATHER_S - since)
+                # only async results: let a few more join this call (each call has a fixed cost),
+                # unless a sync result arrives meanwhile
+                self._urgent_added.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent_added.wait(), GATHER_S - since)
             self._urgent = False
             self._last_flush = time.monotonic()
             await self.flush()
