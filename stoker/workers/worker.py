@@ -279,9 +279,9 @@ class Worker:
 
     def take_logs(self) -> LogBuffer:
         """The pipe output gathered so far, and a fresh buffer for what follows."""
-        if not self._pending:
-            # nothing else has started: what the last invocation wrote is in the pipe by now
-            self._read_logs()
+        # what the last invocation wrote to the pipe is there by now (it wrote before it sent its
+        # result); the next one, if already started, writes to the pipe only after 50 ms
+        self._read_logs()
         logs, self._logs = self._logs, LogBuffer(self._output_limit)
         return logs
 
