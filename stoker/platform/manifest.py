@@ -144,6 +144,9 @@ def _validate_function(table: dict[str, Any]) -> dict[str, Any]:
         if key in table:
             _check(key, table[key], isinstance(table[key], bool), "true or false")
             out[key] = table[key]
+    if out.get("snapshot") and runtime != "python":
+        raise ConfigError(f"stoker.toml: snapshot = true is for Python functions; runtime '{runtime}' "
+                          "starts as its own program. Remove snapshot, or set it to false")
     if "description" in table:
         _check("description", table["description"], isinstance(table["description"], str), "a string")
         out["description"] = table["description"]

@@ -29,8 +29,7 @@ import orjson
 
 from stoker.workers import peers, procfs
 from stoker.workers.runtimeapi import MAX_BODY, Invocation, Reply, RuntimeApiServer
-from stoker.workers.worker import InitFailed, Outcome, Worker, _exit_description, error_body
-from stoker.workers.zygote import ZygoteClient
+from stoker.workers.worker import InitFailed, Outcome, Spawner, Worker, _exit_description, error_body
 
 #: how often resident memory is checked while the runtime initialises or runs
 MEMORY_CHECK_S = 0.1
@@ -75,7 +74,7 @@ class RuntimeApiWorker(Worker):
         self._poke: asyncio.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, zygote: ZygoteClient, spawn_spec: dict[str, Any], init_timeout: float) -> float:
+    async def start(self, zygote: Spawner, spawn_spec: dict[str, Any], init_timeout: float) -> float:
         """Exec the runtime and wait for its first `next`. Returns init time (ms)."""
         t0 = time.perf_counter()
         address = await self._api.listen()

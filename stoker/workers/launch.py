@@ -18,6 +18,7 @@ from typing import Any
 
 from stoker.workers.bundlecache import BundleCache
 from stoker.workers.isolation import IsolationUnavailable, NodeIsolation
+from stoker.workers.template import Templates
 from stoker.workers.worker import InitFailed, Worker
 from stoker.workers.zygote import ZygoteClient
 
@@ -91,6 +92,8 @@ class Launcher:
         self.isolation = isolation or NodeIsolation(level="process", network_namespaces=False,
                                                     reason="not probed", root_dir=str(work_root / "sandbox-root"))
         self._serial = 0
+        #: warm templates of the functions with `snapshot = true`
+        self.templates = Templates(zygote.on_exit)
 
     def workdir_for(self, worker: Worker) -> Path:
         return self.work_root / f"{worker.id}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
@@ -148,7 +151,25 @@ class Launcher:
                                   "errorMessage": f"runtime {runtime!r} is not available on node {self.node_name}"},
                                  0.0)
             return await launcher(self, worker, base)
+        if spec.get("snapshot") and base["mode"] == "fork":
+            return await self._start_from_template(worker, base, init_timeout)
         return await worker.start(self.zygote, base, init_timeout)
+
+    async def _start_from_template(self, worker: Worker, base: dict[str, Any], init_timeout: float) -> float:
+        """`snapshot = true`: fork the version's warm template (started by the first cold start)."""
+        spec = worker.spec
+        template_spec = {**base, "workdir": str(self.work_root / f"template-{worker.id}-{os.getpid()}"),
+                         "output_limit": int(spec.get("output_limit", 1 << 20))}
+        template_spec["tmpdir"] = template_spec["workdir"] + "/tmp"
+        key = f"{worker.function_version}@{spec['code_hash']}"
+        template, template_ms = await self.templates.ensure(
+            key, self.zygote, template_spec, init_timeout, int(spec.get("output_limit", 1 << 20)),
+            float(spec.get("keep_warm", 300)))
+        try:
+            return template_ms + await worker.start(template, {"log_stream": base["log_stream"]}, init_timeout)
+        except InitFailed as e:
+            e.init_ms += template_ms
+            raise
 
     @staticmethod
     def cleanup(worker: Worker) -> None:

@@ -210,6 +210,7 @@ class NodeAgent:
                     return float(w.spec.get("keep_warm", 300))
 
                 await self.pool.reap(keep_warm)
+                self.launcher.templates.reap({w.function_version for w in self.pool.workers.values()})
             except Exception:
                 log.exception("reaping idle workers failed")
 
@@ -264,6 +265,7 @@ class NodeAgent:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*background, return_exceptions=True)
+        self.launcher.templates.stop_all()
         self.zygote.stop()
 
     async def _give_back(self, unstarted: list[str]) -> None:

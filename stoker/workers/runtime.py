@@ -286,6 +286,12 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
     except InitError as e:
         protocol.send(sock, "init_error", e.error, *capture.take())
         return 1
+    return serve_loaded(sock, spec, handler, capture)
+
+
+def serve_loaded(sock: socket.socket, spec: dict[str, Any], handler: Handler, capture: OutputCapture) -> int:
+    """Report ready (with what init printed) and invoke until told to stop; the handler is
+    imported already (by `serve`, or by the warm template this worker was forked from)."""
     protocol.send(sock, "ready", *capture.take())
     cpu_budget = int((spec.get("limits") or {}).get("cpu_seconds") or 0)
     cpu_soft = resource.getrlimit(resource.RLIMIT_CPU)[0]

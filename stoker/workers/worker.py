@@ -23,13 +23,12 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from stoker.workers import protocol
 from stoker.workers.logbuffer import LogBuffer
-from stoker.workers.zygote import ZygoteClient
 
 
 @dataclass
@@ -54,6 +53,12 @@ class Outcome:
         except orjson.JSONDecodeError:
             return {"errorType": "Runtime.Unknown", "errorMessage": self.body[:1000].decode("utf-8", "replace")}
         return value if isinstance(value, dict) else {"errorType": "Runtime.Unknown", "errorMessage": str(value)}
+
+
+class Spawner(Protocol):
+    """What forks a worker for the node: the zygote, or a function's warm template."""
+
+    async def spawn(self, spec: dict[str, Any], control_fd: int, log_fd: int) -> int: ...
 
 
 class InitFailed(Exception):
@@ -131,7 +136,7 @@ class Worker:
     max_in_flight = PIPELINE_DEPTH
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, zygote: ZygoteClient, spawn_spec: dict[str, Any], init_timeout: float) -> float:
+    async def start(self, zygote: Spawner, spawn_spec: dict[str, Any], init_timeout: float) -> float:
         """Fork the worker and wait until its handler is imported. Returns init time (ms)."""
         t0 = time.perf_counter()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -81,6 +81,10 @@ def _run_child(spec: dict[str, Any], control_fd: int, log_fd: int) -> int:
         if spec.get("control", True):
             os.set_inheritable(control_fd, True)
         os.execve(argv[0], argv, dict(os.environ))
+    if spec.get("template"):
+        from stoker.workers import template
+
+        return template.serve(socket.socket(fileno=control_fd), spec)
     from stoker.workers import runtime
 
     return runtime.serve(socket.socket(fileno=control_fd), spec)
@@ -222,6 +226,11 @@ class ZygoteClient:
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def on_exit(self) -> Callable[[int, int], None]:
+        """Where exits of the node's workers are reported (warm templates report theirs there too)."""
+        return self._on_exit
 
     @property
     def pid(self) -> int | None:
