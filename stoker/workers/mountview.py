@@ -292,6 +292,23 @@ def _host_file(path: str, fallback: str) -> str:
         return fallback
 
 
+#: mounted fresh for each worker, hiding what the skeleton holds there
+PER_WORKER_MOUNTS = ("/tmp", "/dev/shm", "/run")
+
+
+def _restore_covered(shared: SharedRoot) -> None:
+    """Runtime directories that live under /tmp or /run on the host (a virtualenv made in
+    /tmp, say) are hidden by the worker's own tmpfs there: bind them again on top of it."""
+    root = shared.path
+    under = [d for d in shared.layout.dirs if any(_within(d, m) for m in PER_WORKER_MOUNTS)]
+    for path, target in shared.layout.links.items():
+        if any(_within(path, m) for m in PER_WORKER_MOUNTS):
+            _link(root, path, target)
+    for d in under:
+        os.makedirs(root + d, mode=0o755, exist_ok=True)
+        linux.bind_readonly(d, root + d)
+
+
 def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, shm_mb: int,
           binds: Iterable[str] = ()) -> None:
     """Mount this worker's own parts onto the skeleton and make it the root (needs a new mount
@@ -317,6 +334,7 @@ def enter(shared: SharedRoot, task_root: str, uid: int, gid: int, tmp_mb: int, s
                 os.close(fd)
         linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
         linux.bind_readonly(task_root, root + TASK_ROOT)
+        _restore_covered(shared)
         for folder in binds:
             if folder in shared.mountpoints:
                 # under the worker's own /tmp or /run the skeleton's folder is hidden: make it again

@@ -124,3 +124,50 @@ def test_trigger_folders_are_the_files_triggers_paths() -> None:
     assert trigger_folders(spec) == ["/srv/inbox", "/srv/a"]
     assert trigger_folders({}) == []
     assert os.path.isabs(trigger_folders(spec)[0])
+
+
+LAZY_IMPORTER = '''
+def handler(event, context):
+    import lazylib  # imported by the worker, not by the zygote
+    try:
+        with open(lazylib.__file__, "a") as f:
+            f.write("# planted")
+        wrote = "WRITTEN"
+    except OSError as e:
+        wrote = type(e).__name__
+    return {"answer": lazylib.ANSWER, "write": wrote}
+'''
+
+
+def test_runtime_directories_under_tmp_stay_visible_beneath_the_workers_own_tmp(tmp_path: Path) -> None:
+    # a virtualenv made in /tmp is on the zygote's import path; the worker's private /tmp
+    # must not hide it (it did: Node.js's bootstrap and lazy imports failed)
+    assert str(tmp_path).startswith("/tmp/")
+    home = tmp_path / "home"
+    node = isolation.detect(home, home / "node")
+    if node.level != "namespace":
+        pytest.fail(f"namespaces are not available on this machine: {node.reason}")
+    lib = tmp_path / "venvlike" / "site-packages"
+    lib.mkdir(parents=True)
+    (lib / "lazylib.py").write_text("ANSWER = 42\n")
+    task_root = home / "node" / "bundles" / "y" / "code"
+    task_root.mkdir(parents=True)
+    (task_root / "handler.py").write_text(LAZY_IMPORTER)
+
+    async def scenario() -> Any:
+        from stoker.workers.zygote import scrubbed_environment
+
+        env = {**scrubbed_environment(), "PYTHONPATH": str(lib)}
+        zygote = ZygoteClient(on_exit=lambda pid, code: None, env=env)
+        zygote.start()
+        try:
+            worker, seen = await run_worker(zygote, spawn_spec(node, home, task_root, 1, {"function": "lazy"}), {})
+            worker.kill()
+            worker.close_logs()
+            return seen
+        finally:
+            zygote.stop()
+
+    seen = asyncio.run(scenario())
+    assert seen["answer"] == 42 and seen["write"] in ("OSError", "PermissionError")
+    assert (lib / "lazylib.py").read_text() == "ANSWER = 42\n"
