@@ -33,54 +33,24 @@ import gc
 import logging
 import os
 import random
-import selectors
 import shutil
 import signal
 import socket
-import struct
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from stoker.workers import runtime, sandbox
 from stoker.workers.logbuffer import LogBuffer
-from stoker.workers.worker import InitFailed, Spawner
+from stoker.workers.worker import InitFailed, Spawner, kill_process_group
+from stoker.workers.zygote import recv_message, send_message, serve_forks
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 1024 * 1024
 #: what an init_error message carries of the init output (a SEQPACKET message must fit
 #: the socket's send buffer); the rest is counted as dropped
 INIT_OUTPUT_MAX = 64 * 1024
-_CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
-
-
-def _send(sock: socket.socket, message: tuple[Any, ...], fds: list[int] | None = None) -> None:
-    data = msgpack.packb(message, use_bin_type=True)
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
-    sock.sendmsg([data], ancillary)
-
-
-def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int], int | None]:
-    """One message, the descriptors passed with it and the sender's pid (when credentials came)."""
-    data, ancillary, _flags, _addr = sock.recvmsg(
-        MAX_MESSAGE, socket.CMSG_SPACE(4 * 4) + socket.CMSG_SPACE(_CREDS.size))
-    if not data:
-        raise EOFError
-    fds: list[int] = []
-    pid = None
-    for level, kind, payload in ancillary:
-        if level != socket.SOL_SOCKET:
-            continue
-        if kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % 4
-            fds.extend(struct.unpack(f"{usable // 4}i", payload[:usable]))
-        elif kind == socket.SCM_CREDENTIALS:
-            pid = _CREDS.unpack(payload[:_CREDS.size])[0]
-    return tuple(msgpack.unpackb(data, raw=False, use_list=False)), fds, pid
 
 
 # -- the template process --------------------------------------------------------------------
@@ -94,53 +64,36 @@ def serve(sock: socket.socket, spec: dict[str, Any]) -> int:
     except runtime.InitError as e:
         output, dropped = capture.take()
         kept = output[-INIT_OUTPUT_MAX:]
-        _send(sock, ("init_error", e.error, kept, dropped + len(output) - len(kept)))
+        send_message(sock, ("init_error", e.error, kept, dropped + len(output) - len(kept)))
         return 1
     gc.collect()
     gc.freeze()  # the imported heap stays shared with every worker (copy-on-write)
-    _send(sock, ("ready",))
-
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ)
-    sel.register(wake_r, selectors.EVENT_READ)
-    close_in_child = [wake_r, wake_w, sel.fileno()]
+    send_message(sock, ("ready",))
     # what init printed goes to the first worker's logs (it is in the capture buffer that
     # worker inherits); later workers start with an empty buffer
     first = True
-    while True:
-        for key, _ in sel.select():
-            if key.fileobj == wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 4096)
-                _reap(sock)
-                continue
-            try:
-                message, fds, _pid = _recv(sock)
-            except (EOFError, ConnectionError):
-                return 0  # the node let the template go; its workers die with it
-            if message[0] != "spawn" or len(fds) != 2:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            _, request_id, overrides = message
-            try:
-                pid = os.fork()
-            except OSError as e:
-                for fd in fds:
-                    os.close(fd)
-                _send(sock, ("failed", request_id, f"fork failed: {e}"))
-                continue
-            if pid == 0:
-                _run_worker(sock, request_id, dict(overrides), fds, close_in_child, spec, handler, capture)
+
+    def spawn(request_id: int, overrides: dict[str, Any], fds: list[int], close_in_child: list[int]) -> None:
+        nonlocal first
+        try:
+            pid = os.fork()
+        except OSError as e:
             for fd in fds:
                 os.close(fd)
-            if first:
-                capture.take()
-                first = False
+            send_message(sock, ("failed", request_id, f"fork failed: {e}"))
+            return
+        if pid == 0:
+            # the worker keeps the template's socket just long enough to announce itself
+            _run_worker(sock, request_id, overrides, fds, [fd for fd in close_in_child if fd != sock.fileno()],
+                        spec, handler, capture)
+        for fd in fds:
+            os.close(fd)
+        if first:
+            capture.take()
+            first = False
+
+    serve_forks(sock, spawn)
+    return 0  # the node let the template go; its workers die with it
 
 
 def _run_worker(sock: socket.socket, request_id: int, overrides: dict[str, Any], fds: list[int],
@@ -160,7 +113,7 @@ def _run_worker(sock: socket.socket, request_id: int, overrides: dict[str, Any],
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
-        _send(sock, ("spawned", request_id, os.getpid()))
+        send_message(sock, ("spawned", request_id, os.getpid()))
         sock.close()
         random.seed()  # not the template's sequence
         worker_spec = {**spec, **overrides}
@@ -172,18 +125,6 @@ def _run_worker(sock: socket.socket, request_id: int, overrides: dict[str, Any],
             os.write(2, ("stoker: worker start failed:\n" + traceback.format_exc()).encode())
     finally:
         os._exit(code)
-
-
-def _reap(sock: socket.socket) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        with contextlib.suppress(OSError):
-            _send(sock, ("exited", pid, os.waitstatus_to_exitcode(status)))
 
 
 # -- the node agent's side -------------------------------------------------------------------
@@ -297,7 +238,7 @@ class Template:
     def _readable(self) -> None:
         while self._sock is not None:
             try:
-                message, fds, sender = _recv(self._sock)
+                message, fds, sender = recv_message(self._sock)
             except BlockingIOError:
                 return
             except (EOFError, ConnectionError, OSError):
@@ -356,7 +297,7 @@ class Template:
         self._pending[request_id] = fut
         self._sock.setblocking(True)
         try:
-            _send(self._sock, ("spawn", request_id, spec), [control_fd, log_fd])
+            send_message(self._sock, ("spawn", request_id, spec), [control_fd, log_fd])
         except OSError:
             self._pending.pop(request_id, None)
             self._closed()
@@ -369,9 +310,7 @@ class Template:
     def stop(self) -> None:
         """Kill the template (and so its workers)."""
         if self.pid is not None:
-            for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    target()
+            kill_process_group(self.pid)
         self._closed()
 
 

@@ -55,6 +55,13 @@ class Outcome:
         return value if isinstance(value, dict) else {"errorType": "Runtime.Unknown", "errorMessage": str(value)}
 
 
+def kill_process_group(pid: int) -> None:
+    """SIGKILL a process that leads its own process group, and the whole group."""
+    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            target()
+
+
 class Spawner(Protocol):
     """What forks a worker for the node: the zygote, or a function's warm template."""
 
@@ -245,9 +252,7 @@ class Worker:
         """Kill the worker and everything it started (its own process group)."""
         self.state = "dead"
         if self.pid is not None:
-            for target in (lambda: os.killpg(self.pid, signal.SIGKILL), lambda: os.kill(self.pid, signal.SIGKILL)):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    target()
+            kill_process_group(self.pid)
         self._close_control()
 
     def _close_control(self) -> None:

@@ -27,6 +27,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import traceback
@@ -44,19 +45,80 @@ MAX_MESSAGE = 1024 * 1024
 PRELOAD = ("orjson", "msgpack", "json", "logging", "decimal", "traceback", "stoker.workers.runtime")
 
 
-def _send(sock: socket.socket, message: tuple[Any, ...], fds: list[int] | None = None) -> None:
+_CREDS = struct.Struct("iII")  # struct ucred: pid, uid, gid
+
+
+def send_message(sock: socket.socket, message: tuple[Any, ...], fds: list[int] | None = None) -> None:
+    """One msgpack array over a SOCK_SEQPACKET socket, with descriptors passed alongside."""
     data = msgpack.packb(message, use_bin_type=True)
-    if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.send(data)
+    sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
 
 
-def _recv(sock: socket.socket) -> tuple[tuple[Any, ...], list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 4)
+def recv_message(sock: socket.socket) -> tuple[tuple[Any, ...], list[int], int | None]:
+    """One message, the descriptors passed with it and the sender's pid (when the receiving
+    socket has SO_PASSCRED: the kernel's, translated into the receiver's PID namespace)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(
+        MAX_MESSAGE, socket.CMSG_SPACE(4 * 4) + socket.CMSG_SPACE(_CREDS.size))
     if not data:
         raise EOFError
-    return tuple(msgpack.unpackb(data, raw=False, use_list=False)), list(fds)
+    fds: list[int] = []
+    pid = None
+    for level, kind, payload in ancillary:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", payload[:len(payload) - len(payload) % 4]))
+        elif kind == socket.SCM_CREDENTIALS:
+            pid = _CREDS.unpack(payload[:_CREDS.size])[0]
+    return tuple(msgpack.unpackb(data, raw=False, use_list=False)), fds, pid
+
+
+SpawnHandler = Callable[[int, dict[str, Any], list[int], list[int]], None]
+
+
+def serve_forks(sock: socket.socket, on_spawn: SpawnHandler,
+                exit_code: Callable[[int, int], int] = lambda pid, code: code) -> None:
+    """A fork server's loop (the zygote's, and each warm template's): for every
+    ("spawn", request_id, spec) with two descriptors, `on_spawn(request_id, spec, fds,
+    close_in_child)`; every child that exits is reported as ("exited", pid, code). Returns
+    when the node closes the socket."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sel.register(wake_r, selectors.EVENT_READ)
+    close_in_child = [sock.fileno(), wake_r, wake_w, sel.fileno()]
+    while True:
+        for key, _ in sel.select():
+            if key.fileobj == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                _reap(sock, exit_code)
+                continue
+            try:
+                message, fds, _pid = recv_message(sock)
+            except (EOFError, ConnectionError):
+                return
+            if message[0] != "spawn" or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            _, request_id, spec = message
+            on_spawn(request_id, dict(spec), fds, close_in_child)
+
+
+def _reap(sock: socket.socket, exit_code: Callable[[int, int], int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        with contextlib.suppress(OSError):
+            send_message(sock, ("exited", pid, exit_code(pid, os.waitstatus_to_exitcode(status))))
 
 
 # -- the zygote process ------------------------------------------------------------------
@@ -162,51 +224,19 @@ def serve(sock: socket.socket) -> None:
     gc.collect()
     gc.freeze()  # keep the preloaded heap shared with every child (copy-on-write)
 
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: None)  # the node decides when the zygote ends
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ)
-    sel.register(wake_r, selectors.EVENT_READ)
-    close_in_child = [sock.fileno(), wake_r, wake_w, sel.fileno() if hasattr(sel, "fileno") else -1]
-    close_in_child = [fd for fd in close_in_child if fd >= 0]
-    while True:
-        for key, _ in sel.select():
-            if key.fileobj == wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 4096)
-                _reap(sock)
-                continue
-            try:
-                message, fds = _recv(sock)
-            except (EOFError, ConnectionError):
-                return
-            if message[0] != "spawn" or len(fds) != 2:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            _, request_id, spec = message
-            try:
-                pid = _fork_worker(spec, fds, close_in_child)
-            except OSError as e:
-                _send(sock, ("failed", request_id, f"fork failed: {e}"))
-            except MountViewError as e:
-                _send(sock, ("failed", request_id, str(e)))
-            else:
-                _send(sock, ("spawned", request_id, pid))
 
-
-def _reap(sock: socket.socket) -> None:
-    while True:
+    def spawn(request_id: int, spec: dict[str, Any], fds: list[int], close_in_child: list[int]) -> None:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        _send(sock, ("exited", pid, _children.reaped(pid, os.waitstatus_to_exitcode(status))))
+            pid = _fork_worker(spec, fds, close_in_child)
+        except OSError as e:
+            send_message(sock, ("failed", request_id, f"fork failed: {e}"))
+        except MountViewError as e:
+            send_message(sock, ("failed", request_id, str(e)))
+        else:
+            send_message(sock, ("spawned", request_id, pid))
+
+    serve_forks(sock, spawn, _children.reaped)
 
 
 def main() -> None:
@@ -256,7 +286,7 @@ class ZygoteClient:
         assert self._sock is not None
         while True:
             try:
-                message, fds = _recv(self._sock)
+                message, fds, _pid = recv_message(self._sock)
             except BlockingIOError:
                 return
             except (EOFError, ConnectionError, OSError):
@@ -299,7 +329,7 @@ class ZygoteClient:
         self._pending[request_id] = fut
         self._sock.setblocking(True)
         try:
-            _send(self._sock, ("spawn", request_id, spec), [control_fd, log_fd])
+            send_message(self._sock, ("spawn", request_id, spec), [control_fd, log_fd])
         finally:
             self._sock.setblocking(False)
         return await fut
