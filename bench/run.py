@@ -8,7 +8,9 @@ Measures, on this machine:
     and Dramatiq (Redis broker, 2 processes x 8 threads), each with 2 worker processes;
   - warm sync invoke latency through HTTP and through the Python client (p50, p99);
   - cold start (the ledger's init_ms of the first call of a new version): zygote fork,
-    and a fresh interpreter per cold start (STOKER_SPAWN_MODE=exec) beside it;
+    and a fresh interpreter per cold start (STOKER_SPAWN_MODE=exec) beside it; and for a
+    function with ~50 ms of imports, plain cold starts beside ones forked from its
+    `snapshot = true` template;
   - the ledger writer's rows/s and a function + time-range query over 1,000,000 rows.
 Prints a table and writes JSON (see docs/performance.md). Needs the `bench` extra.
 
@@ -390,6 +392,59 @@ def cold_starts(s: Stoker, n: int, work: Path, tag: str) -> list[float]:
     raise TimeoutError("cold starts did not reach the ledger")
 
 
+#: stdlib modules the zygote does not preload: about 50 ms of imports, a modest real function's
+HEAVY_IMPORTS = ("asyncio", "csv", "email.mime.multipart", "http.cookiejar", "sqlite3", "ssl", "tarfile",
+                 "unittest", "urllib.request", "xml.dom.minidom", "zipfile")
+
+
+def _heavy_function(folder: Path, name: str, extra: str, version: int) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "stoker.toml").write_text(f'[function]\nname = "{name}"\nhandler = "handler.handler"\n{extra}')
+    (folder / "handler.py").write_text(f"import {', '.join(HEAVY_IMPORTS)}\nVERSION = {version}\n\n"
+                                       "def handler(event, context):\n    return VERSION\n")
+
+
+def _cold_rows(c: Any, function: str, n: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = [r for r in c.invocations(function=function, limit=10_000) if r["cold"] and r["init_ms"]]
+        if len(rows) >= n:
+            return sorted(rows, key=lambda r: r["id"])  # UUIDv7: in the order they were made
+        time.sleep(0.2)
+    raise TimeoutError(f"the cold starts of {function} did not reach the ledger")
+
+
+def snapshot_cold_starts(s: Stoker, n: int, work: Path) -> tuple[list[float], list[float]]:
+    """init_ms of a function with ~50 ms of imports: plain cold starts (a new version each), and
+    cold starts forked from a `snapshot = true` template (its idle workers are killed between
+    calls, so that each call needs a new worker of the same version)."""
+    import psutil
+
+    c = s.client()
+    plain_dir, snap_dir = work / "heavy-plain", work / "heavy-snap"
+    for i in range(n):
+        _heavy_function(plain_dir, "heavyfn", "", i)
+        c.deploy(plain_dir)
+        assert c.invoke("heavyfn", {}) == i
+    plain = [float(r["init_ms"]) for r in _cold_rows(c, "heavyfn", n)]
+
+    _heavy_function(snap_dir, "snapfn", "snapshot = true\n", 0)
+    c.deploy(snap_dir)
+    assert c.invoke("snapfn", {}) == 0  # the version's first cold start makes the template
+    for _ in range(n):
+        # the forked workers are the processes named after the function with no children
+        # (their template has them; a namespace's init has the template)
+        workers = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "stoker-snapfn"
+                   and not p.children()]
+        for p in workers:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        time.sleep(0.3)  # the node hears of the exit before the next call
+        assert c.invoke("snapfn", {}) == 0
+    rows = _cold_rows(c, "snapfn", n + 1)
+    return plain, [float(r["init_ms"]) for r in rows[1:]]
+
+
 # -- the run ------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -424,6 +479,7 @@ def main() -> None:
     n_rq = max(100, n // 20) if args.events else (1_000 if quick else 5_000)
     n_sync = 1_000 if quick else 5_000
     n_cold = 25 if quick else 100
+    n_snapshot = 10 if quick else 40
     only = set(filter(None, args.only.split(",")))
 
     def want(section: str) -> bool:
@@ -447,15 +503,21 @@ def main() -> None:
                     log(f"sync http p50 {http_ms['p50']:.2f} ms p99 {http_ms['p99']:.2f} ms")
                 if want("cold"):
                     zygote = cold_starts(s, n_cold, work, "zygote")
+                    heavy, snapshot = snapshot_cold_starts(s, n_snapshot, work)
                     s.stop()
                     spawn_stoker = Stoker(procs, f"{redis_base}/0", work, "spawn", {"STOKER_SPAWN_MODE": "exec"})
                     spawn = cold_starts(spawn_stoker, max(5, n_cold // 3), work, "spawn")
                     spawn_stoker.stop()
                     results["cold_start_ms"] = {"p50": percentile(zygote, 50), "p99": percentile(zygote, 99),
                                                 "spawn_p50": percentile(spawn, 50), "spawn_p99": percentile(spawn, 99),
-                                                "samples": len(zygote), "spawn_samples": len(spawn)}
+                                                "samples": len(zygote), "spawn_samples": len(spawn),
+                                                "heavy_import_p50": percentile(heavy, 50),
+                                                "snapshot_p50": percentile(snapshot, 50),
+                                                "snapshot_p99": percentile(snapshot, 99)}
                     log(f"cold start p50 {results['cold_start_ms']['p50']:.1f} ms "
-                        f"(fresh interpreter {results['cold_start_ms']['spawn_p50']:.1f} ms)")
+                        f"(fresh interpreter {results['cold_start_ms']['spawn_p50']:.1f} ms); with ~50 ms of "
+                        f"imports {results['cold_start_ms']['heavy_import_p50']:.1f} ms, from a snapshot "
+                        f"template {results['cold_start_ms']['snapshot_p50']:.1f} ms")
                 s.stop()
             if want("dramatiq"):
                 results["throughput_per_s"]["dramatiq"] = bench_dramatiq(procs, f"{redis_base}/3", n, work)
@@ -501,6 +563,9 @@ def print_table(results: dict[str, Any]) -> None:
             v = results[key]
             extra = f"  fresh interpreter p50 {v['spawn_p50']:.1f} ms" if "spawn_p50" in v else ""
             print(f"{label:<22} p50 {v['p50']:.2f} ms  p99 {v['p99']:.2f} ms{extra}")
+            if "snapshot_p50" in v:
+                print(f"{'  ~50 ms of imports':<22} p50 {v['heavy_import_p50']:.2f} ms  "
+                      f"from a snapshot template p50 {v['snapshot_p50']:.2f} ms  p99 {v['snapshot_p99']:.2f} ms")
     if "ledger_rows_per_s" in results:
         print(f"ledger writer          {results['ledger_rows_per_s']:.0f} rows/s; query over "
               f"{results['ledger_rows']:,} rows p50 {results['ledger_query_ms']['p50']:.1f} ms")
