@@ -182,16 +182,15 @@ class Template:
 
         try:
             message = await asyncio.wait_for(asyncio.shield(self._ready), init_timeout)
-        except TimeoutError:
+        except (TimeoutError, EOFError) as e:
+            logs = self._take_init_logs()  # what it printed before it hung or died
             self.stop()
-            raise InitFailed({"errorType": "Runtime.InitTimeout",
-                              "errorMessage": f"the function's init did not finish within {init_timeout:g} s"},
-                             elapsed(), self._take_init_logs()) from None
-        except EOFError:
-            self.stop()
-            raise InitFailed({"errorType": "Runtime.ExitError",
-                              "errorMessage": "Runtime exited with error (during init of the warm template)"},
-                             elapsed(), self._take_init_logs()) from None
+            error = ({"errorType": "Runtime.InitTimeout",
+                      "errorMessage": f"the function's init did not finish within {init_timeout:g} s"}
+                     if isinstance(e, TimeoutError) else
+                     {"errorType": "Runtime.ExitError",
+                      "errorMessage": "Runtime exited with error (during init of the warm template)"})
+            raise InitFailed(error, elapsed(), logs) from None
         if message[0] == "init_error":
             logs = self._take_init_logs()
             logs.feed(bytes(message[2]))

@@ -106,3 +106,16 @@ def test_a_dead_template_is_replaced_on_the_next_cold_start(platform: RunningPla
         assert not crashed.ok and crashed.value()["errorType"] == "Runtime.ExitError"
         after = client.invoke("phoenix", {})
     assert after["token"] != first["token"], "a new template ran init again"
+
+
+def test_a_template_that_dies_during_init_is_an_exit_error_with_its_output(platform: RunningPlatform,
+                                                                           make_function) -> None:
+    folder = make_function("dies", 'import os\nos.write(1, b"last words\\n")\nos._exit(3)\n'
+                                   'def handler(e, c):\n    return 1\n', "snapshot = true")
+    platform.cli("deploy", str(folder), check=True)
+    r = platform.cli("invoke", "dies")
+    assert r.returncode == 1
+    error = json.loads(r.stdout)
+    assert error["errorType"] == "Runtime.ExitError" and "during init" in error["errorMessage"]
+    wait_until(lambda: "last words" in platform.cli("logs", "dies").stdout,
+               message="what the template wrote before it died, in the logs")
