@@ -24,6 +24,7 @@ falls back to a default.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -97,6 +98,14 @@ def _check(key: str, value: Any, ok: bool, want: str) -> None:
         raise ConfigError(f"stoker.toml: [function] {key} = {value!r} is not valid: {want}")
 
 
+def max_processes() -> int:
+    """The most processes a manifest may ask for per worker (the operator's STOKER_MAX_PROCESSES)."""
+    raw = os.environ.get("STOKER_MAX_PROCESSES", "") or "1024"
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise ConfigError(f"STOKER_MAX_PROCESSES={raw!r} is not valid: give a whole number from 1 to 100000")
+    return int(raw)
+
+
 def _validate_function(table: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = set(FunctionSpec.__dataclass_fields__) - {"triggers"}
@@ -138,7 +147,13 @@ def _validate_function(table: dict[str, Any]) -> dict[str, Any]:
     number("max_event_age", 1, 6 * 3600)
     number("keep_warm", 0, 24 * 3600)
     number("min_warm", 0, 1000, integer=True)
-    number("processes", 1, 100_000, integer=True)
+    processes_cap = max_processes()
+    if isinstance(table.get("processes"), int) and not isinstance(table.get("processes"), bool) \
+            and table["processes"] > processes_cap:
+        raise ConfigError(f"stoker.toml: processes = {table['processes']} is over this platform's limit of "
+                          f"{processes_cap} processes per worker (STOKER_MAX_PROCESSES, the operator's): "
+                          "ask for fewer")
+    number("processes", 1, processes_cap, integer=True)
     number("output_limit", 1024, 1024 ** 3, integer=True)
     for key in ("retain_payloads", "network", "snapshot"):
         if key in table:
@@ -153,6 +168,13 @@ def _validate_function(table: dict[str, Any]) -> dict[str, Any]:
     if "isolation" in table:
         _check("isolation", table["isolation"], table["isolation"] in ISOLATIONS,
                "one of " + ", ".join(ISOLATIONS))
+        floor = os.environ.get("STOKER_ISOLATION", "auto") or "auto"
+        if table["isolation"] == "process" and floor != "process":
+            # the operator's isolation is the floor: a deployer cannot take a function out of its namespaces
+            raise ConfigError(
+                "stoker.toml: isolation = \"process\" asks for less isolation than this platform gives "
+                f"(STOKER_ISOLATION={floor}): functions run in namespaces here. Remove the isolation line "
+                "(or write \"namespace\"); only an operator can lower it, with STOKER_ISOLATION=process")
         out["isolation"] = table["isolation"]
     env = table.get("env", {})
     _check("env", env, isinstance(env, dict), "a table of NAME = \"value\"")

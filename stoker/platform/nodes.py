@@ -55,6 +55,8 @@ class NodeState:
     alive: bool
     #: function:version -> warm workers of that version on this node
     warm: dict[str, WarmCount] = field(default_factory=dict)
+    #: what its workers' sandbox has: {"cgroup": v2|v1|none, "network": egress|host (why)}
+    sandbox: dict[str, str] = field(default_factory=dict)
 
     @property
     def workers(self) -> int:
@@ -84,6 +86,14 @@ def _warm(raw: Any) -> dict[str, WarmCount]:
             for fv, c in data.items() if isinstance(c, dict)}
 
 
+def _sandbox(raw: Any) -> dict[str, str]:
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 async def read_nodes(redis: aioredis.Redis, keys: Keys, dead_after_s: float,
                      now_ms: int | None = None) -> list[NodeState]:
     """Every registered node, live ones first, each group by name."""
@@ -108,6 +118,7 @@ async def read_nodes(redis: aioredis.Redis, keys: Keys, dead_after_s: float,
             running=_int(h.get(b"running")), isolation=_text(h.get(b"isolation")),
             started_ms=int(started) if started and started.isdigit() else None,
             heartbeat_ms=int(score), alive=int(score) >= cutoff, warm=_warm(h.get(b"warm")),
+            sandbox=_sandbox(h.get(b"sandbox")),
         ))
     out.sort(key=lambda n: (not n.alive, n.name, n.id))
     return out

@@ -77,7 +77,8 @@ class RuntimeApiWorker(Worker):
     async def start(self, zygote: Spawner, spawn_spec: dict[str, Any], init_timeout: float) -> float:
         """Exec the runtime and wait for its first `next`. Returns init time (ms)."""
         t0 = time.perf_counter()
-        address = await self._api.listen()
+        netns = self.confinement.netns_path if self.confinement is not None else None
+        address = await self._api.listen(netns)
         spec = {**spawn_spec, "env": {**spawn_spec["env"], "AWS_LAMBDA_RUNTIME_API": address}}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # the zygote wants a control fd
         log_r, log_w = os.pipe()
@@ -97,7 +98,7 @@ class RuntimeApiWorker(Worker):
         if how == "done":
             error = self._ready.result()
             if error is None:
-                self.state = "idle"
+                self.became_ready()
                 return init_ms
             self.kill()
         else:
@@ -205,12 +206,21 @@ class RuntimeApiWorker(Worker):
             self._current = None
             self.last_used = time.monotonic()
         if how != "done":
-            peak_kb = self._proc_status()[2]
-            error = await self._failure(how, timeout, request_id=request_id)
+            peak_kb = max(self._proc_status()[2], self.max_rss_kb_now())
+            if how == "exited":
+                await self._wait_exit(1.0)
+            oom_kills = self.after_invocation()[0]
+            error = await self._failure("out_of_memory" if oom_kills else how, timeout, request_id=request_id)
             status = "timed_out" if how == "timeout" else "failed"
             return self._outcome(status, orjson.dumps(error), t0, started_at, peak_kb, reusable=False)
         ok, body = invocation.result.result()
         alive, _, peak_kb = self._proc_status()
+        oom_kills, _ = self.after_invocation()
+        if oom_kills:
+            ok, body = False, self.out_of_memory_body(request_id)
+            self.kill()
+        if self.confinement is not None:
+            peak_kb = max(peak_kb, self.confinement.peak_kb())
         return self._outcome("succeeded" if ok else "failed", body, t0, started_at, peak_kb,
                              reusable=alive and self.state != "dead")
 
@@ -219,6 +229,8 @@ class RuntimeApiWorker(Worker):
         await self._spawned.wait()
         if self.pid is None or self.state == "dead":
             return False
+        if self._api.private:
+            return True  # it listens inside the worker's own network namespace: only the worker can connect
         return await asyncio.to_thread(peers.connected_from_session, client_port, server_port, self.pid)
 
     async def next_invocation(self) -> Invocation:

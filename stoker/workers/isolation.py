@@ -9,9 +9,11 @@
     STOKER_SANDBOX_BINDS     more host directories namespace workers see read-only
                              (colon-separated), e.g. a language runtime installed elsewhere
 
-A function's manifest may ask for `isolation = "process"` (less), or `"namespace"` (then a
-node without namespaces refuses to run it rather than silently give less), and for
-`network = false` (a network namespace with only `lo`).
+STOKER_ISOLATION is the operator's floor. A function's manifest may ask for more, never for
+less: `"namespace"` (then a node without namespaces refuses to run it rather than silently
+give less) and `network = false` (a network namespace with only `lo`); `isolation =
+"process"` is refused at deploy unless the platform runs with STOKER_ISOLATION=process,
+and a node runs such a function at its own level all the same.
 
 The node probes namespaces by running `python -m stoker.workers.isolation --probe DIR`,
 which builds the same view a worker gets and reports what worked.
@@ -76,7 +78,9 @@ class NodeIsolation:
         return f"process ({self.reason}; {who})"
 
     def for_function(self, requested: str, network: bool) -> dict[str, Any]:
-        level = self.level if requested in ("auto", "", None) else requested
+        # the node's level is the floor: a manifest may ask for more, never for less (a function
+        # asking for `process` on a namespace node runs in namespaces; deploys refuse it first)
+        level = self.level if requested in ("auto", "", None, "process") else requested
         if level == "namespace" and self.level != "namespace":
             raise IsolationUnavailable(
                 f"the function asks for isolation = \"namespace\", which this node cannot give ({self.reason}); "

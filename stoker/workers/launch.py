@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stoker.workers.bundlecache import BundleCache
+from stoker.workers.confine import Confinement, Confiner
 from stoker.workers.isolation import IsolationUnavailable, NodeIsolation
 from stoker.workers.template import Templates
 from stoker.workers.worker import InitFailed, Worker
@@ -81,6 +82,12 @@ def cpu_budget(timeout: float) -> int:
     return math.ceil(timeout) * (os.cpu_count() or 1) + 1
 
 
+def cpu_life(timeout: float) -> int:
+    """CPU seconds a worker may use over its whole life (its hard RLIMIT_CPU, which the function
+    cannot raise): a Python worker retires itself before reaching it, and a new one starts."""
+    return max(3600, 20 * cpu_budget(timeout))
+
+
 class Launcher:
     def __init__(self, zygote: ZygoteClient, bundles: BundleCache, work_root: Path, node_name: str,
                  isolation: NodeIsolation | None = None) -> None:
@@ -94,6 +101,8 @@ class Launcher:
         self._serial = 0
         #: warm templates of the functions with `snapshot = true`
         self.templates = Templates(zygote.on_exit)
+        #: cgroups and network namespaces (the node agent sets it up at start)
+        self.confiner = Confiner()
 
     def workdir_for(self, worker: Worker) -> Path:
         return self.work_root / f"{worker.id}-{os.getpid()}-{int(time.time() * 1000) % 10**9}"
@@ -128,7 +137,8 @@ class Launcher:
             "env": lambda_environment(spec, str(task_root), str(workdir), log_stream),
             "limits": {"address_space_mb": int(spec.get("memory", 128)), "open_files": 1024,
                        "processes": int(spec.get("processes", 1024)),
-                       "cpu_seconds": cpu_budget(float(spec.get("timeout", 3)))},
+                       "cpu_seconds": cpu_budget(float(spec.get("timeout", 3))),
+                       "cpu_seconds_life": cpu_life(float(spec.get("timeout", 3)))},
             "isolation": isolation,
             "process_name": f"stoker-{spec['function']}"[:15],
             "mode": "fork",
@@ -153,7 +163,43 @@ class Launcher:
             return await launcher(self, worker, base)
         if spec.get("snapshot") and base["mode"] == "fork":
             return await self._start_from_template(worker, base, init_timeout)
-        return await worker.start(self.zygote, base, init_timeout)
+        worker.confinement = await self._confine(base)
+        try:
+            return await worker.start(self.zygote, base, init_timeout)
+        finally:
+            self._track(worker.pid, worker.confinement)
+
+    async def _confine(self, base: dict[str, Any]) -> Confinement:
+        """The cgroup and network namespace of a process about to be forked, in its spawn spec."""
+        isolation = base["isolation"]
+        try:
+            confinement = await self.confiner.prepare(int(base["memory"]), int(base["limits"]["processes"]) + 2,
+                                                      online=bool(isolation.get("network", True)))
+        except OSError as e:
+            raise InitFailed({"errorType": "Sandbox.Unavailable",
+                              "errorMessage": f"node {self.node_name}: cannot prepare the worker's sandbox: {e}"},
+                             0.0) from None
+        base["isolation"] = {**isolation, **confinement.spec()}
+        return confinement
+
+    def _track(self, pid: int | None, confinement: Confinement | None) -> None:
+        if confinement is None:
+            return
+        if pid is None:
+            confinement.release()  # never forked
+            return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            confinement.release()  # gone (and reaped) before we got here
+            return
+        except PermissionError:
+            pass
+        self.confiner.track(pid, confinement)
+
+    def exited(self, pid: int) -> None:
+        """A process the zygote forked (a worker or a template) has exited: free what it held."""
+        self.confiner.exited(pid)
 
     async def _start_from_template(self, worker: Worker, base: dict[str, Any], init_timeout: float) -> float:
         """`snapshot = true`: fork the version's warm template (started by the first cold start)."""
@@ -162,17 +208,34 @@ class Launcher:
                          "output_limit": int(spec.get("output_limit", 1 << 20))}
         template_spec["tmpdir"] = template_spec["workdir"] + "/tmp"
         key = f"{worker.function_version}@{spec['code_hash']}"
-        template, template_ms = await self.templates.ensure(
-            key, self.zygote, template_spec, init_timeout, int(spec.get("output_limit", 1 << 20)),
-            float(spec.get("keep_warm", 300)))
+        existing = self.templates.get(key)
+        confinement = None if existing is not None and existing.alive() else await self._confine(template_spec)
         try:
-            return template_ms + await worker.start(template, {"log_stream": base["log_stream"]}, init_timeout)
+            template, template_ms = await self.templates.ensure(
+                key, self.zygote, template_spec, init_timeout, int(spec.get("output_limit", 1 << 20)),
+                float(spec.get("keep_warm", 300)))
+        finally:
+            if confinement is not None:
+                made = self.templates.get(key)
+                # the template this call started holds the confinement; otherwise nobody does
+                ours = made is not None and made.workdir == template_spec["workdir"]
+                self._track(made.pid if ours and made is not None else None, confinement)
+        try:
+            ms = template_ms + await worker.start(template, {"log_stream": base["log_stream"]}, init_timeout)
         except InitFailed as e:
             e.init_ms += template_ms
             raise
+        if worker.pid is not None:
+            # a cgroup of its own (it was forked inside the template's); the template's network
+            worker.confinement = self.confiner.adopt(worker.pid, int(base["memory"]),
+                                                     int(base["limits"]["processes"]) + 2)
+            worker.confinement.ready()
+        return ms
 
     @staticmethod
     def cleanup(worker: Worker) -> None:
+        if worker.confinement is not None:
+            worker.confinement.release()
         workdir = worker.spec.get("workdir")
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -93,6 +93,7 @@ class NodeAgent:
             "name": self.name, "slots": self.slots, "load": 0, "host": socket.gethostname(),
             "pid": os.getpid(), "started": now_ms(), "warm": b"{}", "prefetch": self.prefetch,
             "isolation": self.launcher.isolation.level,
+            "sandbox": orjson.dumps(self.launcher.confiner.describe()),
         })
         pipe.zadd(keys.nodes, {self.node_id: now_ms()})
         await pipe.execute()
@@ -197,6 +198,7 @@ class NodeAgent:
         worker = self.pool.exited(pid, returncode)
         if worker is not None:
             Launcher.cleanup(worker)
+        self.launcher.exited(pid)
 
     async def _reaper(self) -> None:
         while True:
@@ -227,9 +229,19 @@ class NodeAgent:
         settings = self.ctx.settings
         self.launcher.isolation = await asyncio.to_thread(isolation.detect, settings.home, settings.node_dir)
         log.info("node %s isolation: %s", self.name, self.launcher.isolation.describe())
+        confiner = self.launcher.confiner
+        await asyncio.to_thread(confiner.setup, secrets.token_hex(3)[:5], [settings.redis_url or "", settings.db_url],
+                                self.launcher.isolation.level == "namespace")
+        try:
+            await self._serve(stop)
+        finally:
+            await asyncio.to_thread(confiner.teardown)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         self.zygote.start()
         await self.register()
         background = [
+            asyncio.create_task(self.launcher.confiner.run(), name="network-pool"),
             asyncio.create_task(self.batcher.run(), name="completions"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._reaper(), name="reaper"),

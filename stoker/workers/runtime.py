@@ -319,13 +319,18 @@ def serve_loaded(sock: socket.socket, spec: dict[str, Any], handler: Handler, ca
         duration_ms = (time.perf_counter() - t0) * 1000
         usage = resource.getrusage(resource.RUSAGE_SELF)
         used = usage.ru_utime + usage.ru_stime
+        retire = False
         if cpu_budget and cpu_soft != resource.RLIM_INFINITY and used + cpu_budget > cpu_soft:
             renew_cpu_budget(cpu_budget)  # a warm worker's CPU budget is per invocation, not per life
-            cpu_soft = resource.getrlimit(resource.RLIMIT_CPU)[0]
+            cpu_soft, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+            # the hard limit is the worker's life: end before an invocation could run into it
+            retire = cpu_hard != resource.RLIM_INFINITY and used + cpu_budget > cpu_hard
         protocol.send(sock, "result", request[1], ok, body, usage.ru_maxrss, duration_ms, started_at,
                       *capture.take())
         if not keep:
             return 1
+        if retire:
+            return 0
 
 
 def main() -> None:

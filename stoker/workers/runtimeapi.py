@@ -110,14 +110,25 @@ class RuntimeApiServer:
         #: open connections, so that closing the server ends them (and any `next` still waiting)
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.port = 0
+        #: listening inside a worker's own network namespace
+        self.private = False
 
     @property
     def address(self) -> str:
         """host:port, the value of AWS_LAMBDA_RUNTIME_API."""
         return f"127.0.0.1:{self.port}"
 
-    async def listen(self) -> str:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=65536)
+    async def listen(self, netns: str | None = None) -> str:
+        """Listen on 127.0.0.1: the node's own, or inside the worker's network namespace
+        (`netns`, its path), where only the worker's processes can connect."""
+        if netns:
+            from stoker.workers.confine import listen_in
+
+            sock = await asyncio.to_thread(listen_in, netns)
+            self._server = await asyncio.start_server(self._connection, sock=sock, limit=65536)
+            self.private = True
+        else:
+            self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=65536)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.address
 

@@ -33,7 +33,7 @@ import signal
 import sys
 from typing import Any
 
-from stoker.workers import linux, mountview
+from stoker.workers import cgroups, linux, mountview
 from stoker.workers.mountview import TASK_ROOT, MountViewError
 
 DEFAULT_UID_BASE = 2_000_000_000
@@ -127,9 +127,13 @@ def _limits(spec: dict[str, Any], extra_processes: int) -> None:
         _set_limit(resource.RLIMIT_NOFILE, int(limits["open_files"]))
     if limits.get("processes"):
         _set_limit(resource.RLIMIT_NPROC, int(limits["processes"]) + extra_processes)
-    if limits.get("cpu_seconds") and spec.get("mode", "fork") == "fork":
-        # the Python runtime renews this budget before each invocation (see runtime.serve)
-        _set_limit(resource.RLIMIT_CPU, int(limits["cpu_seconds"]), resource.RLIM_INFINITY)
+    if limits.get("cpu_seconds"):
+        # the hard limit is the worker's whole life (the function cannot raise it); the Python
+        # runtime renews the soft budget before each invocation and retires the worker before
+        # it reaches the hard one (see runtime.serve_loaded)
+        life = int(limits.get("cpu_seconds_life") or limits["cpu_seconds"])
+        per_invocation = int(limits["cpu_seconds"]) if spec.get("mode", "fork") == "fork" else life
+        _set_limit(resource.RLIMIT_CPU, per_invocation, life)
     _set_limit(resource.RLIMIT_CORE, 0)
 
 
@@ -163,6 +167,7 @@ def apply(spec: dict[str, Any], log_fd: int, keep_fds: tuple[int, ...]) -> None:
     At the namespace level the process that calls this stays behind as the namespace's
     init and never returns; the worker that returns is its child."""
     isolation = spec.get("isolation") or {}
+    _join_node_resources(isolation)
     _own_session_and_fds(log_fd, keep_fds)
     os.umask(0o022)
     if isolation.get("level") == "namespace":
@@ -176,6 +181,27 @@ def apply(spec: dict[str, Any], log_fd: int, keep_fds: tuple[int, ...]) -> None:
     set_process_name(spec.get("process_name", "stoker-worker"))
 
 
+def _join_node_resources(isolation: dict[str, Any]) -> None:
+    """The cgroup and network namespace the node prepared for this worker (still root here):
+    joined first, so that everything the worker ever starts is inside both."""
+    try:
+        if isolation.get("cgroup"):
+            cgroups.join(list(isolation["cgroup"]))
+        if isolation.get("netns"):
+            fd = os.open(str(isolation["netns"]), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, linux.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+    except OSError as e:
+        raise SandboxError(f"cannot join the cgroup and network the node prepared for the worker: {e}") from None
+
+
+def _needs_own_network(isolation: dict[str, Any]) -> bool:
+    """network = false and the node made no namespace for it: unshare one with only `lo`."""
+    return not isolation.get("network", True) and not isolation.get("netns")
+
+
 # -- process level ---------------------------------------------------------------------------
 
 def _open_path(path: str) -> int | None:
@@ -186,7 +212,7 @@ def _open_path(path: str) -> int | None:
 
 
 def _process_level(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[str, str]:
-    if not isolation.get("network", True):
+    if _needs_own_network(isolation):
         try:
             linux.unshare(linux.CLONE_NEWNET)
             linux.loopback_up()
@@ -265,7 +291,7 @@ def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[s
     uid = worker_uid(isolation.get("uid_base"), host_pid)
     own_uid, own_gid = (uid, uid) if uid is not None else (os.getuid(), os.getgid())
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWIPC
-    if not isolation.get("network", True):
+    if _needs_own_network(isolation):
         flags |= linux.CLONE_NEWNET
     try:
         linux.unshare(flags)

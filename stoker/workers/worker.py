@@ -23,12 +23,15 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from stoker.workers import protocol
 from stoker.workers.logbuffer import LogBuffer
+
+if TYPE_CHECKING:
+    from stoker.workers.confine import Confinement
 
 
 @dataclass
@@ -138,6 +141,8 @@ class Worker:
         self._init_reply: asyncio.Future[tuple[Any, ...]] | None = None
         #: leases the pool has handed out on this worker (see WarmPool)
         self.leases = 0
+        #: the cgroup and network the node made for it (see confine.py), when it has them
+        self.confinement: Confinement | None = None
 
     #: how many invocations the pool may hand this worker at once
     max_in_flight = PIPELINE_DEPTH
@@ -180,8 +185,13 @@ class Worker:
             self.kill()
             raise InitFailed(dict(message[1]), init_ms, self._init_output(*message[2:4]))
         self._init_logs = self._init_output(*message[1:3])
-        self.state = "idle"
+        self.became_ready()
         return init_ms
+
+    def became_ready(self) -> None:
+        self.state = "idle"
+        if self.confinement is not None:
+            self.confinement.ready()  # what runs now is the worker: never swept between invocations
 
     def _init_output(self, captured: bytes = b"", dropped: int = 0) -> LogBuffer:
         """What the function printed while starting (shown before START in its logs)."""
@@ -315,7 +325,10 @@ class Worker:
                 pending)
         except (EOFError, ConnectionError, protocol.ProtocolError, OSError):
             await self._wait_exit(1.0)
+            oom_kills = self.after_invocation()[0]
             self.kill()
+            if oom_kills:
+                return self._decided("failed", self.out_of_memory_body(request_id), pending)
             description = _exit_description(self.returncode)
             if self.returncode == -signal.SIGKILL:  # not ours (we were waiting): the kernel's, most often for memory
                 description += (" (the kernel kills a process like this when it runs out of memory; the function's "
@@ -330,11 +343,33 @@ class Worker:
                 "Function.ResponseSizeTooLarge",
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
                 f"({RESPONSE_LIMIT} bytes).")
+        oom_kills, _ = self.after_invocation()
+        if oom_kills:  # a process of the tree was killed for memory: the invocation failed, whatever it said
+            ok, body = False, self.out_of_memory_body(request_id)
+        max_rss_kb = max(int(max_rss_kb or 0), self.confinement.peak_kb() if self.confinement else 0)
         # after running out of memory or exiting, the runtime ends itself: never reuse it
         fatal = not ok and (b'"Runtime.OutOfMemory"' in body[:200] or b'"Runtime.ExitError"' in body[:200])
+        if oom_kills:
+            self.kill()  # its tree lost a process to the kernel: start afresh
         return Outcome(status="succeeded" if ok else "failed", body=body, duration_ms=duration_ms,
                        started_at=started_at, ended_at=started_at + duration_ms / 1000, max_rss_kb=max_rss_kb,
                        reusable=not fatal and self.state != "dead", output=output, dropped=dropped)
+
+    def after_invocation(self) -> tuple[int, list[int]]:
+        """Kill what the invocation left running (when nothing else is queued on this worker:
+        a pipelined invocation may have started processes already) and count the tree's
+        out-of-memory kills since the last invocation."""
+        if self.confinement is None:
+            return 0, []
+        if self._pending and self.state != "dead":
+            return self.confinement.cgroup.new_oom_kills() if self.confinement.cgroup else 0, []
+        return self.confinement.after_invocation()
+
+    def out_of_memory_body(self, request_id: str) -> bytes:
+        limit = self.spec.get("memory", 128)
+        return error_body("Runtime.OutOfMemory",
+                          f"RequestId: {request_id} Error: Runtime exited: out of memory (the function's memory "
+                          f"limit is {limit} MB, for the worker and every process it started)")
 
     def _decided(self, status: str, body: bytes, pending: _Pending, reusable: bool = False) -> Outcome:
         """An outcome the node decided (a timeout, an exit): timed from when the invocation started."""
@@ -349,6 +384,8 @@ class Worker:
 
     def max_rss_kb_now(self) -> int:
         """Peak resident memory from /proc, for workers that died before reporting their own."""
+        if self.confinement is not None and self.confinement.cgroup is not None:
+            return self.confinement.peak_kb()
         if self.pid is None:
             return 0
         from stoker.workers import procfs

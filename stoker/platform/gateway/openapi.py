@@ -112,7 +112,9 @@ SCHEMAS: dict[str, Schema] = {
     "Health": obj(["status", "redis"], {
         "status": {"type": "string", "enum": ["ok", "starting", "degraded"]}, "redis": STRING, "database": STRING,
         "triggers": {"anyOf": [{"const": "ok"}, {"type": "object", "additionalProperties": STRING}],
-                     "description": "problems of trigger sources by source (shown, not failed)"}},
+                     "description": "problems of trigger sources by source (shown, not failed)"},
+        "sandbox": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": STRING},
+                    "description": "each live node's sandbox: isolation, cgroup level (v2, v1 or none), network"}},
         additional=STRING),
     "Function": obj(list(_FUNCTION_PROPS), _FUNCTION_PROPS),
     "FunctionDetail": obj([*_FUNCTION_PROPS, "versions"], {**_FUNCTION_PROPS, "versions": array(ref("Version"))}),

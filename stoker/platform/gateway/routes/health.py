@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from stoker.platform.gateway.httputil import json_response
 from stoker.platform.gateway.state import gateway
+from stoker.platform.nodes import read_nodes
 from stoker.triggers.health import source_problems
 
 _db_checked: dict[str, float | bool] = {"at": 0.0, "ok": False}
@@ -48,6 +49,9 @@ async def healthz(request: Request) -> Response:
     if checks.get("redis") == "ok":  # problems of trigger sources (a user's database down): shown, not failed
         with contextlib.suppress(Exception):
             body["triggers"] = await asyncio.wait_for(source_problems(g.ctx.redis, g.ctx.keys), 2) or "ok"
+        with contextlib.suppress(Exception):  # what each live node's sandbox has (cgroup level, network)
+            nodes = await asyncio.wait_for(read_nodes(g.ctx.redis, g.ctx.keys, g.ctx.settings.node_dead_after), 2)
+            body["sandbox"] = {n.name: {"isolation": n.isolation or "unknown", **n.sandbox} for n in nodes if n.alive}
     return json_response(body, status=200 if healthy else 503)
 
 
