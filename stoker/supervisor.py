@@ -80,6 +80,16 @@ def _wait_healthy(url: str, children: list[Child], timeout: float = 60.0) -> boo
     return False
 
 
+def check_sandbox_settings(settings: Settings) -> None:
+    """The node's isolation and network settings, read as the node will (raises ConfigError)."""
+    from stoker.platform.manifest import max_processes
+    from stoker.workers import isolation, network
+
+    isolation.settings_from_env(settings.home)
+    network.policy_from_env([settings.redis_url or "", settings.db_url])
+    max_processes()
+
+
 def up(host: str = "127.0.0.1", port: int = 8700, deploy: list[Path] | None = None,
        node_slots: int | None = None) -> int:
     from stoker.platform.db import migrate
@@ -87,6 +97,7 @@ def up(host: str = "127.0.0.1", port: int = 8700, deploy: list[Path] | None = No
 
     configure_logging("up")
     settings = Settings.from_env()
+    check_sandbox_settings(settings)  # a wrong sandbox setting is refused before anything starts
     settings.ensure_home()
     token = settings.admin_token()
     embedded: EmbeddedRedis | None = None

@@ -220,6 +220,25 @@ def platform(tmp_path: Path, redis_server: RedisServer, prefix: str) -> Iterator
 
 
 @pytest.fixture
+def platform_at(tmp_path: Path, redis_server: RedisServer, prefix: str) -> Iterator[object]:
+    """platform_at(level) -> the platform with the operator's STOKER_ISOLATION=level (namespace:
+    the default, auto). The isolation level is the operator's to lower, never a manifest's."""
+    started: list[RunningPlatform] = []
+
+    def start(level: str) -> RunningPlatform:
+        env = {"STOKER_ISOLATION": "process"} if level == "process" else {}
+        running = start_platform(tmp_path / f"home-{level}", redis_server.url, f"{prefix}{level[0]}", env)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
+
+
+@pytest.fixture
 def make_function(tmp_path: Path):  # type: ignore[no-untyped-def]
     """make_function(name, source, extra_toml="") -> the function's folder."""
 

@@ -180,6 +180,10 @@ class Launcher:
                               "errorMessage": f"node {self.node_name}: cannot prepare the worker's sandbox: {e}"},
                              0.0) from None
         base["isolation"] = {**isolation, **confinement.spec()}
+        if confinement.cgroup is not None:
+            # the cgroup bounds the memory of the whole tree; an address-space limit would only
+            # refuse threads (each reserves a malloc arena) and runtimes that reserve big heaps
+            base["limits"] = {**base["limits"], "address_space_mb": 0}
         return confinement
 
     def _track(self, pid: int | None, confinement: Confinement | None) -> None:

@@ -87,8 +87,9 @@ def still_serving(platform: RunningPlatform) -> None:
 
 
 @pytest.mark.parametrize("level", ["namespace", "process"])
-def test_runaways_are_contained(level: str, platform: RunningPlatform, make_function) -> None:
-    hog = make_function("hog", HOG, f'memory = 128\ntimeout = 2\nprocesses = 64\nisolation = "{level}"')
+def test_runaways_are_contained(level: str, platform_at, make_function) -> None:  # type: ignore[no-untyped-def]
+    platform = platform_at(level)
+    hog = make_function("hog", HOG, 'memory = 128\ntimeout = 2\nprocesses = 64')
     hello = make_function("hello", "def handler(event, context):\n    return event\n")
     platform.cli("deploy", str(hog), check=True)
     platform.cli("deploy", str(hello), check=True)

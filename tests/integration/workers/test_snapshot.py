@@ -44,10 +44,11 @@ def invoke_together(platform: RunningPlatform, name: str, count: int, sleep: flo
 
 
 @pytest.mark.parametrize("isolation", ["auto", "process"])
-def test_workers_fork_from_a_template_that_ran_init_once(platform: RunningPlatform, make_function,
+def test_workers_fork_from_a_template_that_ran_init_once(platform_at, make_function,  # type: ignore[no-untyped-def]
                                                          isolation: str) -> None:
-    snap = make_function("snap", SOURCE, f'snapshot = true\nisolation = "{isolation}"')
-    plain = make_function("plain", SOURCE, f'isolation = "{isolation}"')
+    platform = platform_at(isolation)
+    snap = make_function("snap", SOURCE, 'snapshot = true')
+    plain = make_function("plain", SOURCE)
     platform.cli("deploy", str(snap), check=True)
     platform.cli("deploy", str(plain), check=True)
 
