@@ -207,9 +207,10 @@ class RuntimeApiWorker(Worker):
             self.last_used = time.monotonic()
         if how != "done":
             peak_kb = max(self._proc_status()[2], self.max_rss_kb_now())
+            oom_kills = self.after_invocation()[0]  # now: the cgroup goes once the exit is reported
             if how == "exited":
                 await self._wait_exit(1.0)
-            oom_kills = self.after_invocation()[0]
+                oom_kills += self.after_invocation()[0]
             error = await self._failure("out_of_memory" if oom_kills else how, timeout, request_id=request_id)
             status = "timed_out" if how == "timeout" else "failed"
             return self._outcome(status, orjson.dumps(error), t0, started_at, peak_kb, reusable=False)

@@ -186,6 +186,8 @@ class WorkerCgroup:
         self.dirs = dirs
         self.memory_mb = 0
         self._oom_seen = 0
+        self._final_oom: int | None = None
+        self._final_peak: int | None = None
         self.baseline: set[int] = set()
 
     @property
@@ -247,6 +249,8 @@ class WorkerCgroup:
         return extra
 
     def oom_kill_count(self) -> int:
+        if self._final_oom is not None:
+            return self._final_oom
         name = "memory.events" if self.level == "v2" else "memory.oom_control"
         try:
             for line in (self._main / name).read_text().splitlines():
@@ -264,6 +268,8 @@ class WorkerCgroup:
         return max(0, new)
 
     def peak_kb(self) -> int:
+        if self._final_peak is not None:
+            return self._final_peak
         name = "memory.peak" if self.level == "v2" else "memory.max_usage_in_bytes"
         try:
             return int((self._main / name).read_text()) // 1024
@@ -271,6 +277,9 @@ class WorkerCgroup:
             return 0
 
     def remove(self) -> None:
+        count = self.oom_kill_count()
+        peak = self.peak_kb()
+        self._final_oom, self._final_peak = count, peak  # still asked for after the worker is gone
         for d in self.dirs.values():
             _remove_tree(d)
 

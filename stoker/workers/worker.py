@@ -324,8 +324,9 @@ class Worker:
                 "Sandbox.Timedout", f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"),
                 pending)
         except (EOFError, ConnectionError, protocol.ProtocolError, OSError):
+            oom_kills = self.after_invocation()[0]  # now: the cgroup goes once the exit is reported
             await self._wait_exit(1.0)
-            oom_kills = self.after_invocation()[0]
+            oom_kills += self.after_invocation()[0]
             self.kill()
             if oom_kills:
                 return self._decided("failed", self.out_of_memory_body(request_id), pending)
