@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs \
+ && apt-get install -y --no-install-recommends nodejs iproute2 nftables \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

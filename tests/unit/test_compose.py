@@ -25,7 +25,9 @@ def test_the_cluster_has_every_role_and_its_stores() -> None:
         svc = services[name]
         assert svc["build"] == "." and (ROOT / "Dockerfile").exists()
         env = svc["environment"]
-        assert env["STOKER_REDIS_URL"].startswith("redis://redis:")
+        # least privilege: Redis requires a password (docs/security.md)
+        assert env["STOKER_REDIS_URL"].startswith("redis://:${STOKER_REDIS_PASSWORD")
+        assert env["STOKER_REDIS_URL"].endswith("@redis:6379/0")
         assert env["STOKER_DB_URL"].startswith("postgresql://") and "@postgres:" in env["STOKER_DB_URL"]
         assert "STOKER_TOKEN" in env
 
@@ -41,6 +43,15 @@ def test_every_command_parses_as_a_stoker_command() -> None:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, (name, command, result.output)
     assert 'ENTRYPOINT ["stoker"]' in (ROOT / "Dockerfile").read_text()
+
+
+def test_redis_requires_a_password_and_only_nodes_are_privileged() -> None:
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    assert "--requirepass" in command and "STOKER_REDIS_PASSWORD" in command[command.index("--requirepass") + 1]
+    assert "REDIS_PASSWORD" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert {name for name, svc in services.items() if svc.get("privileged")} == {"node1", "node2"}
+    assert "nftables" in (ROOT / "Dockerfile").read_text() and "iproute2" in (ROOT / "Dockerfile").read_text()
 
 
 def test_nodes_share_no_disk_with_the_gateway() -> None:
