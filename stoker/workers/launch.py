@@ -19,6 +19,7 @@ from typing import Any
 from stoker.workers.bundlecache import BundleCache
 from stoker.workers.confine import Confinement, Confiner
 from stoker.workers.isolation import IsolationUnavailable, NodeIsolation
+from stoker.workers.sandbox import cpu_life
 from stoker.workers.template import Templates
 from stoker.workers.worker import InitFailed, Worker
 from stoker.workers.zygote import ZygoteClient
@@ -82,12 +83,6 @@ def cpu_budget(timeout: float) -> int:
     return math.ceil(timeout) * (os.cpu_count() or 1) + 1
 
 
-def cpu_life(timeout: float) -> int:
-    """CPU seconds a worker may use over its whole life (its hard RLIMIT_CPU, which the function
-    cannot raise): a Python worker retires itself before reaching it, and a new one starts."""
-    return max(3600, 20 * cpu_budget(timeout))
-
-
 class Launcher:
     def __init__(self, zygote: ZygoteClient, bundles: BundleCache, work_root: Path, node_name: str,
                  isolation: NodeIsolation | None = None) -> None:
@@ -138,7 +133,7 @@ class Launcher:
             "limits": {"address_space_mb": int(spec.get("memory", 128)), "open_files": 1024,
                        "processes": int(spec.get("processes", 1024)),
                        "cpu_seconds": cpu_budget(float(spec.get("timeout", 3))),
-                       "cpu_seconds_life": cpu_life(float(spec.get("timeout", 3)))},
+                       "cpu_seconds_life": cpu_life(cpu_budget(float(spec.get("timeout", 3))))},
             "isolation": isolation,
             "process_name": f"stoker-{spec['function']}"[:15],
             "mode": "fork",

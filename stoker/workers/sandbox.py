@@ -119,6 +119,12 @@ def _parent_alive(expected: int, stat_fd: int | None = None) -> bool:
     return int(data[data.rindex(")") + 2:].split()[1]) == expected
 
 
+def cpu_life(per_invocation: int) -> int:
+    """CPU seconds a worker may use over its whole life (its hard RLIMIT_CPU, which the function
+    cannot raise): a Python worker retires itself before reaching it, and a new one starts."""
+    return max(3600, 20 * per_invocation)
+
+
 def _limits(spec: dict[str, Any], extra_processes: int) -> None:
     limits = spec.get("limits") or {}
     if limits.get("address_space_mb"):
@@ -131,7 +137,7 @@ def _limits(spec: dict[str, Any], extra_processes: int) -> None:
         # the hard limit is the worker's whole life (the function cannot raise it); the Python
         # runtime renews the soft budget before each invocation and retires the worker before
         # it reaches the hard one (see runtime.serve_loaded)
-        life = int(limits.get("cpu_seconds_life") or limits["cpu_seconds"])
+        life = int(limits.get("cpu_seconds_life") or cpu_life(int(limits["cpu_seconds"])))
         per_invocation = int(limits["cpu_seconds"]) if spec.get("mode", "fork") == "fork" else life
         _set_limit(resource.RLIMIT_CPU, per_invocation, life)
     _set_limit(resource.RLIMIT_CORE, 0)
