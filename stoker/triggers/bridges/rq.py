@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 
 from stoker.triggers.bridges.base import Caller, Done, Failed, Outcome, Reject, Routes
-from stoker.triggers.bridges.celery import failure_from_error
 from stoker.triggers.bridges.lists import ListConsumer
+from stoker.triggers.bridges.results import failure_from_error
 
 log = logging.getLogger(__name__)
 
