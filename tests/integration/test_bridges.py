@@ -18,7 +18,7 @@ import redis
 from celery import Celery, chain, chord, group
 from celery.exceptions import ChordError, NotRegistered, TaskRevokedError
 from kombu.exceptions import ContentDisallowed
-from rq import Queue
+from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -341,3 +341,61 @@ def test_rq_jobs_declared_in_a_manifest_run_under_stoker_up(bridged: RunningPlat
     connection = redis.Redis.from_url(redis_server.url)
     job = Queue(name, connection=connection, serializer=JSONSerializer).enqueue("tasks.mul", 6, 7)
     assert wait_job(job) == "finished" and job.return_value() == 42
+
+
+def test_rq_scheduled_jobs_and_retries_run_when_due(bridged: RunningPlatform, bridges: Bridges,
+                                                    redis_server: RedisServer, prefix: str) -> None:
+    """enqueue_in, enqueue_at and Retry(interval=...) as `rq worker --with-scheduler` serves them."""
+    name = f"rq-{prefix}"
+    bridges.start("rq", "--redis", redis_server.url, "--queue", name, "--route", "tasks.add=add")
+    connection = redis.Redis.from_url(redis_server.url)
+    q = Queue(name, connection=connection, serializer=JSONSerializer)
+    assert wait_job(q.enqueue("tasks.add", 0)) == "finished"  # the bridge is up
+
+    t = time.time()
+    later = q.enqueue_in(datetime.timedelta(seconds=2), "tasks.add", 1, 2)
+    at = q.enqueue_at(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3), "tasks.add", 3, 4)
+    assert later.get_status() == "scheduled"
+    assert set(q.scheduled_job_registry.get_job_ids()) == {later.id, at.id}
+    assert wait_job(later, timeout=15) == "finished" and later.return_value() == 3
+    assert wait_job(at, timeout=15) == "finished" and at.return_value() == 7
+    later.refresh()
+    at.refresh()
+    assert later.started_at is not None and at.started_at is not None
+    assert later.started_at.timestamp() >= t + 1.9 and at.started_at.timestamp() >= t + 2.9, "run before they were due"
+    assert later.started_at.timestamp() < t + 10 and at.started_at.timestamp() < t + 10
+    assert q.scheduled_job_registry.get_job_ids() == []
+
+    t = time.time()
+    retried = q.enqueue("tasks.add", 1, boom=True, retry=Retry(max=2, interval=[1, 2]))
+    assert wait_job(retried, timeout=30) == "failed"
+    assert "ValueError: kaboom" in retried.latest_result().exc_string
+    assert failed_runs(bridged, "add") == 3  # the first run and two retries, the only failures here
+    assert time.time() - t >= 3, "the retries did not wait their intervals"
+
+
+def failed_runs(platform: RunningPlatform, function: str) -> int:
+    rows = json.loads(platform.cli("ledger", "--function", function, "--format", "json", check=True).stdout)
+    return sum(r["status"] == "failed" for r in rows)
+
+
+def test_rq_job_timeout_is_held_against_the_function_timeout(bridged: RunningPlatform, bridges: Bridges,
+                                                             redis_server: RedisServer, prefix: str) -> None:
+    name = f"rq-{prefix}"
+    bridges.start("rq", "--redis", redis_server.url, "--queue", name, "--route", "tasks.add=add")
+    connection = redis.Redis.from_url(redis_server.url)
+    q = Queue(name, connection=connection, serializer=JSONSerializer)
+    default = q.enqueue("tasks.add", 1, 1)  # RQ's default job_timeout: the function's own applies
+    assert wait_job(default) == "finished" and default.return_value() == 2
+    within = q.enqueue("tasks.add", 2, 2, job_timeout=30)
+    assert wait_job(within) == "finished" and within.return_value() == 4
+
+    above = q.enqueue("tasks.add", 1, job_timeout=600)  # the function's timeout is 30 s
+    assert wait_job(above, timeout=30) == "failed"
+    assert "job_timeout is 600 s, above the timeout of function 'add' (30 s)" in above.latest_result().exc_string
+    assert ran(bridged, above.id) == 0
+
+    t = time.monotonic()
+    short = q.enqueue("tasks.add", 1, sleep=20, job_timeout=2)
+    assert wait_job(short, timeout=30) == "failed" and time.monotonic() - t < 15
+    assert "JobTimeoutException: Task exceeded maximum timeout value (2 seconds)" in short.latest_result().exc_string
