@@ -178,15 +178,17 @@ class CeleryHandler:
                 await self._store(task_id, "FAILURE", exception_info(e.error_type, e.reason, "kombu.exceptions"),
                                   headers=e.headers)
             return Reject()
+        now = dt.datetime.now(dt.UTC)
+        # a task held for its ETA is woken by a revoke; listen before looking, so none is missed
+        wake = self.revokes.hold(task.id) if task.eta is not None and task.eta > now else None
         if await self.revokes.is_revoked(task.id):
             log.info("celery bridge: task %s[%s] was revoked; not run", task.name, task.id)
             return await self._revoked(task, "revoked")
-        now = dt.datetime.now(dt.UTC)
         if task.expires is not None and task.expires <= now:
             log.info("celery bridge: task %s[%s] expired at %s; revoked", task.name, task.id, task.expires)
             return await self._revoked(task, "expired")
         if task.eta is not None and task.eta > now:
-            return Later(min(ETA_STEP_S, (task.eta - now).total_seconds()), wake=self.revokes.hold(task.id))
+            return Later(min(ETA_STEP_S, (task.eta - now).total_seconds()), wake=wake)
         route = await self.routes.lookup(task.name)
         if route is None:
             log.error("celery bridge: Received unregistered task of type %r. The message has been ignored and "
