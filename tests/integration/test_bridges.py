@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import Celery
-from celery.exceptions import NotRegistered, TaskRevokedError
+from celery import Celery, chain, chord, group
+from celery.exceptions import ChordError, NotRegistered, TaskRevokedError
 from kombu.exceptions import ContentDisallowed
-from rq import Queue
+from rq import Queue, Retry
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -178,6 +178,105 @@ def test_a_bridge_refuses_to_start_for_a_missing_function(bridged: RunningPlatfo
     assert r.returncode == 2 and "Redis" in r.stderr
 
 
+ECHO = '''def handler(event, context):
+    print("RAN", event["id"])
+    return event["args"]
+'''
+
+
+@pytest.fixture
+def canvas_bridge(bridged: RunningPlatform, bridges: Bridges, make_function, redis_server: RedisServer,
+                  prefix: str) -> tuple[Celery, str]:
+    """A Celery app and a bridge routing tasks.add to `add` and tasks.echo to `echo`."""
+    bridged.cli("deploy", str(make_function("echo", ECHO)), check=True)
+    queue = f"celery-{prefix}"
+    bridges.start("celery", "--broker", redis_server.url, "--queue", queue, "--route", "tasks.add=add",
+                  "--route", "tasks.echo=echo")
+    app = Celery("producer", broker=redis_server.url, backend=redis_server.url)
+    app.conf.task_default_queue = queue
+    return app, queue
+
+
+def test_celery_links_chains_groups_and_chords_run_as_celery_runs_them(
+        canvas_bridge: tuple[Celery, str], bridged: RunningPlatform) -> None:
+    app, queue = canvas_bridge
+    add = app.signature("tasks.add", queue=queue)
+    echo = app.signature("tasks.echo", queue=queue)
+    assert add.clone(args=[0, 0]).apply_async().get(timeout=60) == 0  # the bridge is up
+
+    last = app.signature("tasks.echo", args=["x"], queue=queue, immutable=True)
+    r = chain(add.clone(args=[1, 2]), add.clone(args=[10]), last).apply_async()
+    assert r.get(timeout=30) == ["x"] and r.parent.get(timeout=5) == 13 and r.parent.parent.get(timeout=5) == 3
+
+    callback, errback = add.clone(args=[100]), echo.clone()
+    callback_id, errback_id = callback.freeze().id, errback.freeze().id
+    ok = add.clone(args=[1, 2]).apply_async(link=callback)
+    assert ok.get(timeout=30) == 3 and app.AsyncResult(callback_id).get(timeout=30) == 103
+    failing = add.clone(args=[1], kwargs={"boom": True}).apply_async(link_error=errback)
+    with pytest.raises(ValueError, match="kaboom"):
+        failing.get(timeout=30)
+    assert app.AsyncResult(errback_id).get(timeout=30) == [failing.id]  # Celery's errback-as-task argument
+
+    g = group(add.clone(args=[i, i]) for i in range(4)).apply_async()
+    assert g.get(timeout=30) == [0, 2, 4, 6]
+
+    c = chord([add.clone(args=[1, 2]), add.clone(args=[3, 4]), add.clone(args=[5, 6])])(echo.clone(args=["sum"]))
+    assert c.get(timeout=30) == [[3, 7, 11], "sum"]
+
+    # a failure stops a chain and fails a chord at once, as in Celery: get() raises, never times out
+    started = time.monotonic()
+    r = chain(add.clone(args=[1], kwargs={"boom": True}), add.clone(args=[1]), echo.clone()).apply_async()
+    with pytest.raises(ValueError, match="kaboom"):
+        r.get(timeout=30)
+    c = chord([add.clone(args=[1, 2]), add.clone(args=[1], kwargs={"boom": True})])(echo.clone())
+    with pytest.raises(ValueError, match="kaboom"):  # Celery raises the header's error first
+        c.get(timeout=30)
+    with pytest.raises(ChordError, match=r"raised ValueError\('kaboom'\)"):  # the body itself failed
+        app.AsyncResult(c.id).get(timeout=30)
+    assert time.monotonic() - started < 20
+
+    # what the bridge does not run is refused at once, saying what it is
+    r = chain(add.clone(args=[1, 1]), chord([add.clone(args=[1]), add.clone(args=[2])], echo.clone())).apply_async()
+    with pytest.raises(NotImplementedError, match="chord as a step of a chain"):
+        r.get(timeout=30)
+
+
+def test_celery_revoke_is_honoured_for_countdown_and_running_tasks(
+        canvas_bridge: tuple[Celery, str], bridged: RunningPlatform) -> None:
+    app, queue = canvas_bridge
+    assert app.send_task("tasks.add", args=[0, 0], queue=queue).get(timeout=60) == 0  # the bridge is up
+    kept = app.send_task("tasks.add", args=[1, 2], queue=queue, countdown=4)
+    gone = app.send_task("tasks.add", args=[3, 4], queue=queue, countdown=4)
+    queued = app.signature("tasks.add", args=[5, 6], queue=queue, countdown=4)
+    queued_id = queued.freeze().id
+    app.control.revoke(queued_id)  # revoked before it was even sent
+    queued.apply_async()
+    time.sleep(0.5)
+    started = time.monotonic()
+    gone.revoke()
+    with pytest.raises(TaskRevokedError, match="revoked"):
+        gone.get(timeout=20)
+    assert time.monotonic() - started < 3, "a held countdown task is stored REVOKED when the revoke comes"
+    assert gone.state == "REVOKED"
+    with pytest.raises(TaskRevokedError):
+        app.AsyncResult(queued_id).get(timeout=20)
+    assert kept.get(timeout=20) == 3
+    assert ran(bridged, kept.id) == 1 and ran(bridged, gone.id) == 0 and ran(bridged, queued_id) == 0
+
+    # terminate=True: the producer stops waiting for a running task at once
+    running = app.send_task("tasks.add", args=[1, 1], kwargs={"sleep": 20}, queue=queue)
+    client = redis.Redis.from_url(app.conf.broker_url)
+    held = f"{queue.removeprefix('celery-')}:bridge:celery:{queue}:processing:*"
+    wait_until(lambda: any(client.lrange(k, 0, -1) for k in client.keys(held)), timeout=30,
+               message="the bridge to take the long task")
+    time.sleep(1)
+    started = time.monotonic()
+    running.revoke(terminate=True)
+    with pytest.raises(TaskRevokedError, match="terminated"):
+        running.get(timeout=15)
+    assert time.monotonic() - started < 5
+
+
 # -- RQ -----------------------------------------------------------------------------------
 
 def wait_job(job, timeout: float = 60):  # type: ignore[no-untyped-def]
@@ -242,3 +341,61 @@ def test_rq_jobs_declared_in_a_manifest_run_under_stoker_up(bridged: RunningPlat
     connection = redis.Redis.from_url(redis_server.url)
     job = Queue(name, connection=connection, serializer=JSONSerializer).enqueue("tasks.mul", 6, 7)
     assert wait_job(job) == "finished" and job.return_value() == 42
+
+
+def test_rq_scheduled_jobs_and_retries_run_when_due(bridged: RunningPlatform, bridges: Bridges,
+                                                    redis_server: RedisServer, prefix: str) -> None:
+    """enqueue_in, enqueue_at and Retry(interval=...) as `rq worker --with-scheduler` serves them."""
+    name = f"rq-{prefix}"
+    bridges.start("rq", "--redis", redis_server.url, "--queue", name, "--route", "tasks.add=add")
+    connection = redis.Redis.from_url(redis_server.url)
+    q = Queue(name, connection=connection, serializer=JSONSerializer)
+    assert wait_job(q.enqueue("tasks.add", 0)) == "finished"  # the bridge is up
+
+    t = time.time()
+    later = q.enqueue_in(datetime.timedelta(seconds=2), "tasks.add", 1, 2)
+    at = q.enqueue_at(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=3), "tasks.add", 3, 4)
+    assert later.get_status() == "scheduled"
+    assert set(q.scheduled_job_registry.get_job_ids()) == {later.id, at.id}
+    assert wait_job(later, timeout=15) == "finished" and later.return_value() == 3
+    assert wait_job(at, timeout=15) == "finished" and at.return_value() == 7
+    later.refresh()
+    at.refresh()
+    assert later.started_at is not None and at.started_at is not None
+    assert later.started_at.timestamp() >= t + 1.9 and at.started_at.timestamp() >= t + 2.9, "run before they were due"
+    assert later.started_at.timestamp() < t + 10 and at.started_at.timestamp() < t + 10
+    assert q.scheduled_job_registry.get_job_ids() == []
+
+    t = time.time()
+    retried = q.enqueue("tasks.add", 1, boom=True, retry=Retry(max=2, interval=[1, 2]))
+    assert wait_job(retried, timeout=30) == "failed"
+    assert "ValueError: kaboom" in retried.latest_result().exc_string
+    assert failed_runs(bridged, "add") == 3  # the first run and two retries, the only failures here
+    assert time.time() - t >= 3, "the retries did not wait their intervals"
+
+
+def failed_runs(platform: RunningPlatform, function: str) -> int:
+    rows = json.loads(platform.cli("ledger", "--function", function, "--format", "json", check=True).stdout)
+    return sum(r["status"] == "failed" for r in rows)
+
+
+def test_rq_job_timeout_is_held_against_the_function_timeout(bridged: RunningPlatform, bridges: Bridges,
+                                                             redis_server: RedisServer, prefix: str) -> None:
+    name = f"rq-{prefix}"
+    bridges.start("rq", "--redis", redis_server.url, "--queue", name, "--route", "tasks.add=add")
+    connection = redis.Redis.from_url(redis_server.url)
+    q = Queue(name, connection=connection, serializer=JSONSerializer)
+    default = q.enqueue("tasks.add", 1, 1)  # RQ's default job_timeout: the function's own applies
+    assert wait_job(default) == "finished" and default.return_value() == 2
+    within = q.enqueue("tasks.add", 2, 2, job_timeout=30)
+    assert wait_job(within) == "finished" and within.return_value() == 4
+
+    above = q.enqueue("tasks.add", 1, job_timeout=600)  # the function's timeout is 30 s
+    assert wait_job(above, timeout=30) == "failed"
+    assert "job_timeout is 600 s, above the timeout of function 'add' (30 s)" in above.latest_result().exc_string
+    assert ran(bridged, above.id) == 0
+
+    t = time.monotonic()
+    short = q.enqueue("tasks.add", 1, sleep=20, job_timeout=2)
+    assert wait_job(short, timeout=30) == "failed" and time.monotonic() - t < 15
+    assert "JobTimeoutException: Task exceeded maximum timeout value (2 seconds)" in short.latest_result().exc_string

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -58,3 +60,20 @@ def test_nodes_share_no_disk_with_the_gateway() -> None:
     services = compose()["services"]
     assert not services["node1"].get("volumes") and not services["node2"].get("volumes")
     assert "--advertise-url" in services["gateway"]["command"]
+
+
+def test_the_image_has_what_documented_features_need() -> None:
+    """Every extra the docs tell users to install, and the programs deploys and triggers run."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installed = re.search(r"pip install [^\n]*'\.\[([a-z,]+)\]'", dockerfile)
+    assert installed, "the Dockerfile does not pip install stoker with extras"
+    extras = set(installed.group(1).split(","))
+    known = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert extras <= known, extras - known
+    documented = {m for doc in (ROOT / "docs").glob("*.md")
+                  for m in re.findall(r"pip install 'stoker\[([a-z]+)\]'", doc.read_text())}
+    documented |= {t for t in ("celery", "rq") if f'type = "{t}"' in (ROOT / "docs" / "queues.md").read_text()}
+    assert documented and documented <= extras, f"the image lacks the extras {sorted(documented - extras)}"
+    assert "postgres" in extras  # the compose cluster's ledger
+    apt = re.search(r"apt-get install ([^\n]*)", dockerfile)
+    assert apt and {"nodejs", "npm", "curl"} <= set(apt.group(1).split()), "the image lacks node, npm or curl"

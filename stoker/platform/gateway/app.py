@@ -10,15 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from stoker.errors import StokerError
 from stoker.platform.bus import now_ms
 from stoker.platform.context import PlatformContext
 from stoker.platform.gateway.auth import ManagementTokens, TokenVerifier
-from stoker.platform.gateway.httputil import http_error_handler, internal_error_handler, stoker_error_handler
+from stoker.platform.gateway.httputil import exception_handlers
 from stoker.platform.gateway.invoker import Invoker
 from stoker.platform.gateway.limits import RequestLimits
 from stoker.platform.gateway.state import GatewayState
@@ -89,8 +87,7 @@ def create_app(ctx: PlatformContext, admin_token: str, advertise_url: str | None
         routes=collect_routes(),
         lifespan=lifespan,
         middleware=[Middleware(RequestLimits), Middleware(ManagementTokens)],
-        exception_handlers={StokerError: stoker_error_handler, HTTPException: http_error_handler,
-                            Exception: internal_error_handler},
+        exception_handlers=exception_handlers(),
     )
     app.state.gateway = state
     return app

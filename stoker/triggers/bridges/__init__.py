@@ -15,7 +15,10 @@ one broker and queue route every task declared for that queue by any deployed fu
 
     base.py    routes, the bridge loop, calling functions
     lists.py   at-least-once consumption of a Redis list
-    celery.py  Celery's message protocol 2 and its Redis result backend
+    celery.py  Celery's message protocol 2
+    results.py Celery's Redis result backend
+    canvas.py  links, chains, groups and chords
+    revokes.py revoke() over the pidbox channel
     rq.py      RQ jobs, through the rq library
 """
 
@@ -46,9 +49,11 @@ async def run_celery(ctx: PlatformContext, broker: str, queue: str, routes: Rout
 
     redis = connect(redis_url(broker))
     try:
+        instance = instance_name("celery")
         consumer = ListConsumer(redis, ctx.keys.custom("bridge", "celery", queue), queue_lists(queue),
-                                instance_name("celery"), pop_side="RIGHT", dead_after_s=dead_after)
-        handler = CeleryHandler(queue, routes, redis_url(backend) if backend else None)
+                                instance, pop_side="RIGHT", dead_after_s=dead_after)
+        handler = CeleryHandler(queue, routes, redis_url(backend) if backend else None, redis,
+                                ctx.keys.custom("bridge", "celery", "revoked"), instance)
         await Bridge(ctx, consumer, handler, concurrency).run(stop)
     finally:
         await redis.aclose()

@@ -189,9 +189,11 @@ class Reject:
 
 @dataclass(frozen=True)
 class Later:
-    """The item is not due yet (a Celery ETA): hold it and try again after `seconds`."""
+    """The item is not due yet (a Celery ETA): hold it and try again after `seconds`, or
+    at once when `wake` is set (a revoke of the held task)."""
 
     seconds: float
+    wake: asyncio.Event | None = None
 
 
 Outcome = Done | Reject | Later
@@ -242,26 +244,27 @@ class Bridge:
 
     async def _take(self, stop: asyncio.Event, call: Caller, tasks: set[asyncio.Task[None]]) -> None:
         slots = asyncio.Semaphore(self.concurrency)
-        while not stop.is_set():
-            if slots.locked():  # every slot busy: wait for one, but notice a stop
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.2)
-                continue
-            await slots.acquire()
-            try:
-                item = await self.consumer.take(1.0)
-            except (RedisError, OSError) as e:
-                slots.release()
-                log.warning("%s bridge: reading the queue failed: %s", self.handler.kind, e)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                continue
-            if item is None:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._run(item, call, slots, stop))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                if not await _acquire(slots, stopping):  # every slot busy: wait for one, or the stop
+                    return
+                try:
+                    item = await self.consumer.take(1.0)
+                except (RedisError, OSError) as e:
+                    slots.release()
+                    log.warning("%s bridge: reading the queue failed: %s", self.handler.kind, e)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    continue
+                if item is None:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._run(item, call, slots, stop))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            stopping.cancel()
 
     async def _run(self, item: bytes, call: Caller, slots: asyncio.Semaphore, stop: asyncio.Event) -> None:
         """Handle one item until it is done; it stays in the processing list until then."""
@@ -285,8 +288,7 @@ class Bridge:
                     return
                 slots.release()  # wait without holding a slot
                 held = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), outcome.seconds)
+                await _sleep(stop, outcome.seconds, outcome.wake)
                 if stop.is_set():
                     return
                 await slots.acquire()
@@ -316,3 +318,34 @@ class Bridge:
                 log.warning("%s bridge: heartbeat failed: %s", self.handler.kind, e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+
+
+async def _acquire(slots: asyncio.Semaphore, stopping: asyncio.Task[Any]) -> bool:
+    """Take a slot as soon as one is free (True), or give up when `stopping` ends first (False)."""
+    if not slots.locked():
+        await slots.acquire()
+        return True
+    acquiring = asyncio.ensure_future(slots.acquire())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if acquiring.done() and not acquiring.cancelled():
+        if not stopping.done():
+            return True
+        slots.release()
+        return False
+    acquiring.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        if await acquiring:  # it got the slot while being cancelled
+            slots.release()
+    return False
+
+
+async def _sleep(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None) -> None:
+    """Wait `seconds`, or less when the bridge stops or `wake` is set."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=max(0.0, seconds), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -9,24 +9,23 @@ priorities) of JSON envelopes `{"body", "content-type", "content-encoding", "hea
 decoded, but logged and kept unchanged in the rejected list (`{p}:bridge:celery:{queue}:rejected`).
 
 The routed function gets `{"task", "id", "args", "kwargs"}`. Its result is stored the
-way Celery's Redis result backend stores it, so `AsyncResult.get()` returns it: the JSON
-`{"status", "result", "traceback", "children", "date_done", "task_id"}` at
-`celery-task-meta-<id>` (expiring after a day, as `result_expires`), published on the
-channel of the same name. A function error is stored as a FAILURE whose exception Celery
-rebuilds (a built-in type such as ValueError comes back as itself).
+way Celery's Redis result backend stores it (results.py), so `AsyncResult.get()` returns it.
 
 As a Celery worker does: a task of an unknown name is logged, discarded, and stored as
 failed with `celery.exceptions.NotRegistered`; an expired task (`expires`) is stored as
-REVOKED; a task with an `eta` (or countdown) is held until then; `ignore_result` stores
-nothing; a success never overwrites an earlier SUCCESS. Not done: links (callbacks,
-errbacks, chains and chords are not started; a warning is logged), worker events
-(Flower), soft and hard time limits (the function's own timeout applies).
+REVOKED; a task with an `eta` (or countdown) is held until then; a revoked task
+(revokes.py) is not run but stored REVOKED, also when it is held for its ETA;
+`ignore_result` stores nothing; a success never overwrites an earlier SUCCESS; links,
+chains, groups and chords go on as Celery's worker takes them on (canvas.py), and what the
+bridge does not run is refused at once with a FAILURE that says so. Not done: worker
+events (Flower), soft and hard time limits (the function's own timeout applies).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import builtins
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -37,21 +36,17 @@ import redis.asyncio as aioredis
 
 from stoker.platform.bus import connect
 from stoker.triggers.bridges.base import Caller, Done, Failed, Later, Outcome, Reject, Routes
+from stoker.triggers.bridges.canvas import Canvas, Links, Parent, queue_lists
+from stoker.triggers.bridges.results import CeleryResults, exception_info, failure_from_error
+from stoker.triggers.bridges.revokes import Revokes
+
+__all__ = ["CeleryHandler", "CeleryTask", "Refused", "exception_info", "failure_from_error", "parse_task",
+           "queue_lists"]
 
 log = logging.getLogger(__name__)
 
-#: kombu's Redis transport: priority sub-queues are "<queue>\x06\x16<priority>", 0 served first
-PRIORITY_SEP = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
-RESULT_KEY_PREFIX = "celery-task-meta-"
-RESULT_EXPIRES_S = 24 * 3600
 #: the longest an ETA task is slept on before looking at it again
 ETA_STEP_S = 60.0
-
-
-def queue_lists(queue: str) -> list[str]:
-    """The lists of one Celery queue, highest priority first."""
-    return [queue if p == 0 else f"{queue}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS]
 
 
 class Refused(Exception):
@@ -73,8 +68,20 @@ class CeleryTask:
     eta: dt.datetime | None
     expires: dt.datetime | None
     ignore_result: bool
-    linked: bool
+    links: Links
     headers: dict[str, Any]
+
+    @property
+    def linked(self) -> bool:
+        links = self.links
+        return bool(links.callbacks or links.errbacks or links.chain or links.chord)
+
+    @property
+    def parent(self) -> Parent:
+        root = self.headers.get("root_id")
+        priority = self.headers.get("priority")
+        return Parent(self.id, root if isinstance(root, str) else self.id,
+                      priority if isinstance(priority, int) else None)
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -116,83 +123,30 @@ def parse_task(raw: bytes) -> CeleryTask:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise Refused("the body's args is not a list or its kwargs not an object", "InvalidMessage", headers)
     embed = embed if isinstance(embed, dict) else {}
-    linked = any(embed.get(k) for k in ("callbacks", "errbacks", "chain", "chord"))
     return CeleryTask(id=headers["id"], name=headers["task"], args=args, kwargs=kwargs, eta=_time(headers.get("eta")),
                       expires=_time(headers.get("expires")), ignore_result=bool(headers.get("ignore_result")),
-                      linked=linked, headers=headers)
-
-
-def exception_info(error_type: str, message: str, module: str | None = None) -> dict[str, Any]:
-    """A failure's `result` as Celery's JSON result serializer writes an exception."""
-    if module is None and isinstance(getattr(builtins, error_type, None), type) \
-            and issubclass(getattr(builtins, error_type), BaseException):
-        module = "builtins"
-    return {"exc_type": error_type, "exc_message": [message], "exc_module": module}
-
-
-def failure_from_error(body: bytes) -> tuple[dict[str, Any], str]:
-    """A function's error object as Celery's exception info, and a traceback text."""
-    try:
-        error = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        error = {}
-    if not isinstance(error, dict):
-        error = {}
-    error_type = str(error.get("errorType") or "Exception")
-    message = str(error.get("errorMessage") or "")
-    stack = error.get("stackTrace") or []
-    lines = "".join(str(s) if str(s).endswith("\n") else f"{s}\n" for s in stack)
-    traceback = f"Traceback (most recent call last):\n{lines}{error_type}: {message}\n"
-    return exception_info(error_type, message), traceback
-
-
-class CeleryResults:
-    """Writes results as Celery's Redis result backend does, so AsyncResult.get() sees them."""
-
-    def __init__(self, redis: aioredis.Redis, expires_s: int = RESULT_EXPIRES_S) -> None:
-        self.redis = redis
-        self.expires_s = expires_s
-
-    async def store(self, task_id: str, status: str, result: Any, traceback: str | None = None,
-                    headers: dict[str, Any] | None = None) -> None:
-        key = RESULT_KEY_PREFIX + task_id
-        current = await self.redis.get(key)
-        if current is not None and status != "SUCCESS":
-            try:
-                if orjson.loads(current).get("status") == "SUCCESS":  # a redelivered task that already succeeded
-                    return
-            except (orjson.JSONDecodeError, AttributeError):
-                pass
-        meta: dict[str, Any] = {"status": status, "result": result, "traceback": traceback, "children": [],
-                                "date_done": dt.datetime.now(dt.UTC).isoformat(), "task_id": task_id}
-        for header, field in (("group", "group_id"), ("parent_id", "parent_id")):
-            if headers and headers.get(header):
-                meta[field] = headers[header]
-        value = orjson.dumps(meta)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.setex(key, self.expires_s, value)
-        pipe.publish(key, value)
-        await pipe.execute()
-
-    async def close(self) -> None:
-        await self.redis.aclose()
+                      links=Links.of(embed, headers), headers=headers)
 
 
 class CeleryHandler:
     kind = "celery"
 
-    def __init__(self, queue: str, routes: Routes, backend_url: str | None) -> None:
+    def __init__(self, queue: str, routes: Routes, backend_url: str | None, broker: aioredis.Redis,
+                 revoked_key: str, origin: str) -> None:
         self.queue = queue
         self.routes = routes
         self.results = CeleryResults(connect(backend_url)) if backend_url else None
+        self.revokes = Revokes(broker, revoked_key)
+        self.canvas = Canvas(broker, self.results, queue, origin)
 
     async def start(self) -> None:
-        return None
+        self.revokes.start()
 
     async def heartbeat(self) -> None:
-        return None
+        await self.revokes.prune()
 
     async def close(self) -> None:
+        await self.revokes.stop()
         if self.results is not None:
             await self.results.close()
 
@@ -200,6 +154,18 @@ class CeleryHandler:
                      headers: dict[str, Any] | None = None) -> None:
         if self.results is not None:
             await self.results.store(task_id, status, result, traceback, headers)
+
+    async def _revoked(self, task: CeleryTask, reason: str) -> Done:
+        info = exception_info("TaskRevokedError", reason, "celery.exceptions")
+        await self._store(task.id, "REVOKED", info, headers=task.headers)
+        await self.canvas.failed(task.parent, task.links, "REVOKED", info, None)
+        self.revokes.forget(task.id)
+        return Done()
+
+    async def _failed(self, task: CeleryTask, info: dict[str, Any], traceback: str | None = None) -> Done:
+        await self._store(task.id, "FAILURE", info, traceback, headers=task.headers)
+        await self.canvas.failed(task.parent, task.links, "FAILURE", info, traceback)
+        return Done()
 
     async def handle(self, item: bytes, call: Caller) -> Outcome:
         try:
@@ -213,37 +179,57 @@ class CeleryHandler:
                                   headers=e.headers)
             return Reject()
         now = dt.datetime.now(dt.UTC)
+        # a task held for its ETA is woken by a revoke; listen before looking, so none is missed
+        wake = self.revokes.hold(task.id) if task.eta is not None and task.eta > now else None
+        if await self.revokes.is_revoked(task.id):
+            log.info("celery bridge: task %s[%s] was revoked; not run", task.name, task.id)
+            return await self._revoked(task, "revoked")
         if task.expires is not None and task.expires <= now:
             log.info("celery bridge: task %s[%s] expired at %s; revoked", task.name, task.id, task.expires)
-            await self._store(task.id, "REVOKED", exception_info("TaskRevokedError", "expired", "celery.exceptions"),
-                              headers=task.headers)
-            return Done()
+            return await self._revoked(task, "expired")
         if task.eta is not None and task.eta > now:
-            return Later(min(ETA_STEP_S, (task.eta - now).total_seconds()))
+            return Later(min(ETA_STEP_S, (task.eta - now).total_seconds()), wake=wake)
         route = await self.routes.lookup(task.name)
         if route is None:
             log.error("celery bridge: Received unregistered task of type %r. The message has been ignored and "
                       "discarded (add a route: --route %s=FUNCTION, or a [[triggers]] type = \"celery\" with "
                       "task = %r).", task.name, task.name, task.name)
-            await self._store(task.id, "FAILURE", exception_info("NotRegistered", task.name, "celery.exceptions"),
-                              headers=task.headers)
+            return await self._failed(task, exception_info("NotRegistered", task.name, "celery.exceptions"))
+        unsupported = task.links.unsupported(self.results is not None)
+        if unsupported is not None:
+            log.error("celery bridge: refused task %s[%s]: %s", task.name, task.id, unsupported)
+            await self.canvas.refuse(task.id, task.links, unsupported)
             return Done()
-        if task.linked:
-            log.warning("celery bridge: task %s[%s] has callbacks, a chain or a chord; the bridge stores its "
-                        "result but does not start linked tasks", task.name, task.id)
         payload = orjson.dumps({"task": task.name, "id": task.id, "args": task.args, "kwargs": task.kwargs})
+        terminated = self.revokes.run(task.id)
+        calling = asyncio.ensure_future(call(route, payload))
+        watching = asyncio.ensure_future(terminated.wait())
         try:
-            reply = await call(route, payload)
+            await asyncio.wait({calling, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not calling.done():
+                calling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await calling
+        if calling.cancelled():  # revoke(terminate=True) while it ran
+            log.info("celery bridge: task %s[%s] was revoked with terminate=True while it ran; its function's "
+                     "run is not waited for", task.name, task.id)
+            return await self._revoked(task, "terminated")
+        self.revokes.forget(task.id)
+        try:
+            reply = calling.result()
         except Failed as f:
             log.error("celery bridge: task %s[%s] cannot run: %s", task.name, task.id, f.message)
-            await self._store(task.id, "FAILURE", exception_info(f.error_type, f.message), headers=task.headers)
-            return Done()
-        if task.ignore_result:
-            return Done()
+            return await self._failed(task, exception_info(f.error_type, f.message))
         if reply.ok:
             result = orjson.loads(reply.body) if reply.body.strip() else None
-            await self._store(task.id, "SUCCESS", result, headers=task.headers)
-        else:
-            info, traceback = failure_from_error(reply.body)
-            await self._store(task.id, "FAILURE", info, traceback, headers=task.headers)
-        return Done()
+            if not task.ignore_result:
+                await self._store(task.id, "SUCCESS", result, headers=task.headers)
+            await self.canvas.succeeded(task.parent, task.links, result)
+            return Done()
+        info, traceback = failure_from_error(reply.body)
+        if task.ignore_result:
+            await self.canvas.failed(task.parent, task.links, "FAILURE", info, traceback)
+            return Done()
+        return await self._failed(task, info, traceback)

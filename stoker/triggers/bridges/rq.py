@@ -8,13 +8,23 @@ StartedJobRegistry), and then finished with its return value (`job.return_value(
 FinishedJobRegistry, dependents enqueued) or failed with the error's traceback
 (FailedJobRegistry, or a retry when the job was enqueued with `Retry`).
 
+Like `rq worker --with-scheduler`, every bridge runs RQ's scheduler for its queue
+(`RQScheduler`: one lock per queue, so one bridge at a time moves jobs): each second, jobs
+of the ScheduledJobRegistry that are due (`enqueue_in`, `enqueue_at`, `Retry(interval=…)`)
+are moved to the queue.
+
+A job's `job_timeout` is held against the function's timeout: above it (or -1, no limit),
+the job fails at once saying so; below it, the job fails with RQ's JobTimeoutException
+once it has run that long (the function's run goes on to its own timeout, its answer
+dropped). RQ's default (180 s, which a job enqueued without a timeout gets) means the
+function's timeout.
+
 The routed function gets `{"func", "id", "args", "kwargs"}`. Jobs must be enqueued with
 RQ's JSONSerializer: the job's data is decoded here only after it is checked to be JSON,
 so a pickled job is never unpickled; it is logged and its id kept in the rejected list
 (`{p}:bridge:rq:{queue}:rejected`), the job itself untouched. A job whose function has
 no route fails, as an RQ worker fails a job whose function it cannot import. Not done:
-success and failure callbacks (they are producer code), scheduled jobs (`enqueue_in`,
-`enqueue_at`: run an RQ scheduler to move them to the queue when due).
+success and failure callbacks (they are producer code).
 
 rq is synchronous, so its calls run in threads with their own Redis connection.
 """
@@ -29,15 +39,17 @@ from typing import Any
 
 import orjson
 
-from stoker.triggers.bridges.base import Caller, Done, Failed, Outcome, Reject, Routes
-from stoker.triggers.bridges.celery import failure_from_error
+from stoker.triggers.bridges.base import Caller, Done, Failed, Outcome, Reject, Route, Routes
 from stoker.triggers.bridges.lists import ListConsumer
+from stoker.triggers.bridges.results import failure_from_error
 
 log = logging.getLogger(__name__)
 
 QUEUE_KEY_PREFIX = "rq:queue:"
 #: how often a running job's execution heartbeat is renewed (RQ's job_monitoring_interval)
 JOB_HEARTBEAT_S = 15.0
+#: how often due scheduled jobs are moved to the queue (RQScheduler's default interval)
+SCHEDULE_S = 1.0
 
 
 class RQHandler:
@@ -46,6 +58,7 @@ class RQHandler:
     def __init__(self, url: str, queue: str, routes: Routes, instance: str) -> None:
         import redis
         from rq import Queue
+        from rq.scheduler import RQScheduler
         from rq.serializers import JSONSerializer
         from rq.worker import SimpleWorker
 
@@ -56,15 +69,44 @@ class RQHandler:
         self.serializer = JSONSerializer
         self.queue = Queue(queue, connection=self.connection, serializer=JSONSerializer)
         self.worker = SimpleWorker([self.queue], connection=self.connection, serializer=JSONSerializer, name=instance)
+        try:
+            self.scheduler = RQScheduler([self.queue], connection=self.connection, interval=int(SCHEDULE_S),
+                                         serializer=JSONSerializer, name=instance)
+        except TypeError:  # rq 2 names its schedulers itself
+            self.scheduler = RQScheduler([self.queue], connection=self.connection, interval=int(SCHEDULE_S),
+                                         serializer=JSONSerializer)
         self.consumer: ListConsumer | None = None  # set by the bridge that owns this handler
+        self._scheduling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self.worker.register_birth)
+        if hasattr(self.scheduler, "register_birth"):  # rq >= 3 lists its schedulers
+            await asyncio.to_thread(self.scheduler.register_birth)
+        self._scheduling = asyncio.create_task(self._schedule(), name="rq-scheduler")
+
+    async def _schedule(self) -> None:
+        """What `rq worker --with-scheduler` does: hold the queue's scheduler lock, move due jobs."""
+        while True:
+            try:
+                await asyncio.to_thread(self._schedule_once)
+            except Exception as e:  # Redis away: try again next time
+                log.warning("rq bridge: moving scheduled jobs of %s failed: %s", self.queue_name, e)
+            await asyncio.sleep(SCHEDULE_S)
+
+    def _schedule_once(self) -> None:
+        if self.scheduler.acquire_locks():
+            self.scheduler.enqueue_scheduled_jobs()
 
     async def heartbeat(self) -> None:
         await asyncio.to_thread(self.worker.heartbeat)
 
     async def close(self) -> None:
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._scheduling
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.scheduler.stop)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.worker.register_death)
         with contextlib.suppress(Exception):
@@ -144,6 +186,11 @@ class RQHandler:
             await asyncio.to_thread(self._fail, job, None,
                                     f"stoker bridge: no function is routed for {job.func_name!r}\n")
             return Done()
+        limit = await self._time_limit(job, route, call)
+        if isinstance(limit, str):
+            log.error("rq bridge: job %s refused: %s", job.id, limit)
+            await asyncio.to_thread(self._fail, job, None, f"stoker bridge: {limit}\n")
+            return Done()
         if self.consumer is not None and job.get_status(refresh=False) == "started":
             members: Any = await self.consumer.redis.zrange(self.consumer.instances_key, 0, -1)
             alive = {bytes(m).decode() for m in members}
@@ -155,9 +202,15 @@ class RQHandler:
             payload = orjson.dumps({"func": job.func_name, "id": job.id, "args": list(job.args),
                                     "kwargs": dict(job.kwargs)})
             try:
-                reply = await call(route, payload)
+                reply = await asyncio.wait_for(call(route, payload), limit)
             except Failed as f:
                 await asyncio.to_thread(self._fail, job, execution, f"{f.error_type}: {f.message}\n")
+                return Done()
+            except TimeoutError:
+                log.info("rq bridge: job %s exceeded its job_timeout of %s s", job.id, job.timeout)
+                await asyncio.to_thread(self._fail, job, execution, (
+                    "rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value "
+                    f"({job.timeout} seconds)\n"))
                 return Done()
         finally:
             done.set()
@@ -170,6 +223,23 @@ class RQHandler:
             _, traceback = failure_from_error(reply.body)
             await asyncio.to_thread(self._fail, job, execution, traceback)
         return Done()
+
+    async def _time_limit(self, job: Any, route: Route, call: Caller) -> float | str | None:
+        """How long to wait for the job (None: the function's own timeout), or why it is refused."""
+        from rq import Queue
+
+        timeout = job.timeout
+        if timeout is None or timeout == Queue.DEFAULT_TIMEOUT:
+            return None
+        try:
+            allowed = float((await call.invoker.resolve(route.function, route.qualifier)).timeout)
+        except Exception:  # the call itself reports a missing function, or waits out Redis
+            return None
+        if timeout == -1 or float(timeout) > allowed:
+            what = "no limit (-1)" if timeout == -1 else f"{timeout} s"
+            return (f"job_timeout is {what}, above the timeout of function {route.function!r} ({allowed:g} s): "
+                    f"enqueue it with job_timeout <= {allowed:g}, or raise the function's timeout")
+        return float(timeout)
 
     async def _keep_alive(self, job: Any, execution: Any, done: asyncio.Event) -> None:
         """RQ's heartbeats for a running job, so RQ does not take it for abandoned."""

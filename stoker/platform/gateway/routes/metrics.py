@@ -20,7 +20,7 @@ async def metrics(request: Request) -> Response:
     try:
         snapshot = await take_snapshot(ctx.redis, ctx.keys, ctx.settings.node_dead_after)
     except (RedisError, OSError) as e:
-        raise PlatformUnavailable(f"cannot read the metrics from Redis: {e}") from None
+        raise PlatformUnavailable(f"cannot read the metrics: Redis is not reachable ({e})") from None
     body, content_type = render(snapshot, request.headers.get("accept"))
     return Response(body, headers={"content-type": content_type})
 
