@@ -9,6 +9,7 @@ held-back events (`drain`). Everything else here is a thin, typed wrapper.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from stoker.errors import ConfigError
 from stoker.platform import keys as K
 from stoker.platform.envelope import Envelope
 from stoker.platform.keys import Keys
@@ -27,10 +29,37 @@ def _script(name: str) -> str:
     return (resources.files("stoker.platform") / "lua" / f"{name}.lua").read_text()
 
 
+#: connections one process's client keeps to Redis (STOKER_REDIS_MAX_CONNECTIONS); a command
+#: that finds them all busy waits for one, up to STOKER_REDIS_POOL_TIMEOUT seconds, instead of
+#: failing with "Too many connections" (redis-py's default pool)
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_POOL_TIMEOUT_S = 10.0
+
+
+def pool_settings() -> tuple[int, float]:
+    """(max connections, seconds to wait for one), from the environment; ConfigError if wrong."""
+    raw_max = os.environ.get("STOKER_REDIS_MAX_CONNECTIONS", "") or str(DEFAULT_MAX_CONNECTIONS)
+    raw_wait = os.environ.get("STOKER_REDIS_POOL_TIMEOUT", "") or str(DEFAULT_POOL_TIMEOUT_S)
+    if not raw_max.isdigit() or not 2 <= int(raw_max) <= 100_000:
+        raise ConfigError(f"STOKER_REDIS_MAX_CONNECTIONS={raw_max!r} is not valid: give a whole number from 2 to "
+                          "100000")
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        wait = -1.0
+    if not 0.1 <= wait <= 600:
+        raise ConfigError(f"STOKER_REDIS_POOL_TIMEOUT={raw_wait!r} is not valid: give seconds from 0.1 to 600")
+    return int(raw_max), wait
+
+
 def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client (hiredis-parsed, bytes in and out). Connects lazily."""
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
-                                   socket_keepalive=True)
+    """An asyncio Redis client (hiredis-parsed, bytes in and out) on a pool of a known size that
+    waits for a free connection. Connects lazily."""
+    max_connections, wait = pool_settings()
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=wait, decode_responses=False, health_check_interval=30,
+        socket_keepalive=True)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def now_ms() -> int:

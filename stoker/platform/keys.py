@@ -85,6 +85,11 @@ class Keys:
 
     # scheduling
     @property
+    def write_probe(self) -> str:
+        """A key schedulers write before declaring nodes dead: can heartbeats land now?"""
+        return self._k("writable")
+
+    @property
     def nodes(self) -> str:
         return self._k("nodes")
 

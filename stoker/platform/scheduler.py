@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from stoker.platform import keys as K
 from stoker.platform.bus import fields_of, now_ms
@@ -66,6 +66,9 @@ class Scheduler:
         self.consumer = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
         self._held: list[IntakeEntry] = []
         self._last_touch = time.monotonic()
+        #: since when Redis has accepted writes without a refusal (None: it refuses them now);
+        #: at start it is trusted, as nodes have been heart-beating without us
+        self._writable_since: float | None = time.monotonic() - ctx.settings.node_dead_after
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.ctx.bus.ensure_intake_groups()
@@ -231,11 +234,14 @@ class Scheduler:
 
     async def maintain(self) -> None:
         keys, bus, settings = self.keys, self.ctx.bus, self.ctx.settings
+        can_reclaim = await self._heartbeats_can_land()
         now = now_ms()
         await bus.promote(keys=[keys.delayed, keys.intake_sync, keys.intake_async], args=[now, 1000])
         await bus.drain(keys=[keys.waiting_set, keys.concurrency, keys.intake_async],
                         args=[keys.prefix, settings.global_concurrency, 1000])
         cutoff = now - int(settings.node_dead_after * 1000)
+        if not can_reclaim:
+            return
         dead: Any = await self.ctx.redis.zrangebyscore(keys.nodes, "-inf", f"({cutoff}")
         for raw in dead:
             node_id = raw.decode()
@@ -248,6 +254,24 @@ class Scheduler:
                 log.warning("node %s stopped heart-beating: %d events placed again", node_id, int(n))
         await self._adopt_orphans()
         await self.provision()
+
+    async def _heartbeats_can_land(self) -> bool:
+        """Whether nodes' silence means anything: while Redis refuses writes (maxmemory, a failed
+        save, a read-only replica, a busy script) their heartbeats are refused too, so no node is
+        declared dead until writes have been accepted again for a whole STOKER_NODE_DEAD_AFTER."""
+        try:
+            await self.ctx.redis.set(self.keys.write_probe, now_ms(), px=60_000)
+        except ResponseError as e:
+            if self._writable_since is not None:
+                log.warning("Redis refuses writes (%s): no node is declared dead until it accepts them again", e)
+            self._writable_since = None
+            return False
+        now = time.monotonic()
+        if self._writable_since is None:
+            log.warning("Redis accepts writes again: nodes get %.0f s to heart-beat before any is declared dead",
+                        self.ctx.settings.node_dead_after)
+            self._writable_since = now
+        return now - self._writable_since >= self.ctx.settings.node_dead_after
 
     async def _adopt_orphans(self) -> None:
         """Entries a dead scheduler read but never acked come to us."""

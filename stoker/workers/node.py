@@ -136,10 +136,15 @@ class NodeAgent:
                 response: Any = await redis.xreadgroup(K.NODE_GROUP, node_id, {self.ctx.keys.inbox(node_id): ">"},
                                                   count=room, block=500)
             except ResponseError as e:
-                if "NOGROUP" in str(e) and not self._stopping:
-                    await asyncio.sleep(HEARTBEAT_S)  # the heartbeat re-registers us
+                # NOGROUP, or Redis 7's "UNBLOCKED the stream key no longer exists": our inbox was
+                # reclaimed (we were declared dead); the heartbeat registers us again
+                if ("NOGROUP" in str(e) or "UNBLOCKED" in str(e)) and not self._stopping:
+                    await asyncio.sleep(HEARTBEAT_S)
+                    await self._inbox_lost(node_id)
                     continue
-                raise
+                log.warning("reading the inbox failed: %s", e)  # OOM, MISCONF, READONLY, BUSY: wait it out
+                await asyncio.sleep(1.0)
+                continue
             except (RedisError, OSError) as e:
                 log.warning("reading the inbox failed: %s", e)
                 await asyncio.sleep(1.0)
@@ -147,6 +152,17 @@ class NodeAgent:
             for _stream, entries in response or ():
                 for entry in entries:
                     self._start(node_id, entry)
+
+    async def _inbox_lost(self, node_id: str) -> None:
+        """Our inbox stream or its group is gone. Declared dead: the heartbeat registers a new
+        incarnation. Still registered (Redis lost the stream: a restart without its last
+        writes): make the group again, reading from the start what was placed meanwhile."""
+        try:
+            if node_id == self.node_id and await self.ctx.redis.zscore(self.ctx.keys.nodes, node_id) is not None:
+                await self.ctx.bus.ensure_group(self.ctx.keys.inbox(node_id), K.NODE_GROUP)
+                log.warning("node %s: its inbox was gone while it was registered; made it again", node_id)
+        except RedisError as e:
+            log.warning("node %s: could not make its inbox again: %s", node_id, e)
 
     def _start(self, node_id: str, entry: Any) -> None:
         entry_id = entry[0].decode()
@@ -250,9 +266,12 @@ class NodeAgent:
         inbox = asyncio.create_task(self._read_inbox(), name="inbox")
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([inbox, stopped], return_when=asyncio.FIRST_COMPLETED)
-        if inbox.done() and inbox.exception() is not None:
-            log.error("the inbox reader failed: %s", inbox.exception())
+        failure = inbox.exception() if inbox.done() and not inbox.cancelled() else None
+        if failure is not None:
+            log.error("the inbox reader failed: %s", failure)
         await self.shutdown(inbox, background)
+        if failure is not None:  # exit non-zero, so that a supervisor restarts the node
+            raise RuntimeError(f"node {self.name} stopped: its inbox reader failed: {failure}") from failure
 
     async def shutdown(self, inbox: asyncio.Task[None], background: list[asyncio.Task[None]]) -> None:
         self._stopping = True

@@ -121,6 +121,7 @@ class FunctionDirectory:
         self.max_age = max_age
         self._entries: dict[str, tuple[float, FunctionEntry | None]] = {}
         self._specs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._spec_fetches: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
         self._on_change: list[Callable[[str | None], None]] = []
@@ -203,12 +204,23 @@ class FunctionDirectory:
         """A version's spec. Versions are immutable, so this is cached for good."""
         key = (name, version)
         spec = self._specs.get(key)
-        if spec is None:
-            raw = await self.redis.get(self.keys.function_version(name, version))
-            if raw is None:
-                raise NotFound(f"function {name!r} has no version {version}")
-            spec = orjson.loads(raw)
-            self._specs[key] = spec
+        if spec is not None:
+            return spec
+        # one fetch per version and process, shared by every event that asks meanwhile (a backlog
+        # of one new version must not open a connection per event)
+        fetching = self._spec_fetches.get(key)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._fetch_spec(name, version))
+            self._spec_fetches[key] = fetching
+            fetching.add_done_callback(lambda _: self._spec_fetches.pop(key, None))
+        return await asyncio.shield(fetching)
+
+    async def _fetch_spec(self, name: str, version: str) -> dict[str, Any]:
+        raw = await self.redis.get(self.keys.function_version(name, version))
+        if raw is None:
+            raise NotFound(f"function {name!r} has no version {version}")
+        spec: dict[str, Any] = orjson.loads(raw)
+        self._specs[(name, version)] = spec
         return spec
 
     async def resolve(self, name: str, qualifier: str | None = None) -> Resolved:
