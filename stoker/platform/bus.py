@@ -78,6 +78,7 @@ class Bus:
         self.settle = redis.register_script(_script("settle"))
         self.redrive = redis.register_script(_script("redrive"))
         self.guarded_publish = redis.register_script(_script("guarded_publish"))
+        self.start = redis.register_script(_script("start"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> Bus:

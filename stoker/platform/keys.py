@@ -96,6 +96,10 @@ class Keys:
     def node(self, node_id: str) -> str:
         return self._k("node", node_id)
 
+    def node_started(self, node_id: str) -> str:
+        """The inbox entries a node has started (an interruption spends their attempt)."""
+        return self._k("node", node_id, "started")
+
     def node_idle(self, node_id: str) -> str:
         return self._k("node", node_id, "idle")
 

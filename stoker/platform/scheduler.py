@@ -247,7 +247,8 @@ class Scheduler:
             node_id = raw.decode()
             n = await bus.reclaim(
                 keys=[keys.nodes, keys.node(node_id), keys.node_idle(node_id), keys.inbox(node_id),
-                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity],
+                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity,
+                      keys.node_started(node_id)],
                 args=[node_id, K.NODE_GROUP, cutoff],
             )
             if n is not None and int(n) >= 0:

@@ -137,7 +137,8 @@ class CompletionBatcher:
                 args.extend(item.args())
             await self.bus.complete(
                 keys=[keys.concurrency, keys.ledger, keys.intake_async, keys.waiting_set, keys.node(node_id),
-                      keys.node_idle(node_id), keys.inbox(node_id), keys.delayed, keys.capacity],
+                      keys.node_idle(node_id), keys.inbox(node_id), keys.delayed, keys.capacity,
+                      keys.node_started(node_id)],
                 args=args,
             )
 

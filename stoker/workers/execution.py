@@ -45,8 +45,11 @@ class Executor:
     def __init__(self, node_name: str, pool: WarmPool, spec_of: Callable[[str, str], Awaitable[dict[str, Any]]],
                  emit: Callable[[Completion], None], idle_delta: Callable[[str, str, int], None],
                  started: Callable[[str], None] = lambda _entry: None,
-                 metrics: MetricsRecorder | None = None) -> None:
+                 metrics: MetricsRecorder | None = None,
+                 claim: Callable[[str, str], Awaitable[bool]] | None = None) -> None:
         self.started = started
+        #: records in Redis that an event starts, unless this node was declared dead (claims.py)
+        self.claim = claim
         self.metrics = metrics or MetricsRecorder()
         #: a moving average of invocation durations on this node (sets how deep it prefetches)
         self.average_ms = 10.0
@@ -88,6 +91,12 @@ class Executor:
                 log.exception("cannot start a worker for %s", fv)
                 self._finish(node_id, entry_id, envelope, spec,
                              self._platform_failure(f"could not start a worker: {e}"), None, None, LogBuffer(1 << 20))
+                return
+            if self.claim is not None and not await self.claim(node_id, entry_id):
+                # declared dead while it waited (a stall): the reclaim placed it again elsewhere
+                await self.pool.release(lease.worker, reusable=True)
+                log.warning("not starting %s: node %s was declared dead, the event runs elsewhere", envelope.id,
+                            node_id)
                 return
             self.started(entry_id)
             worker = lease.worker

@@ -29,6 +29,7 @@ from stoker.platform.envelope import Envelope
 from stoker.platform.metrics import MetricsRecorder
 from stoker.workers import isolation
 from stoker.workers.bundlecache import BundleCache
+from stoker.workers.claims import StartClaims
 from stoker.workers.completions import CompletionBatcher
 from stoker.workers.execution import Executor
 from stoker.workers.launch import Launcher
@@ -68,8 +69,10 @@ class NodeAgent:
         #: entries whose event holds a worker (from then on an interruption spends an attempt)
         self._leased: set[str] = set()
         self.metrics = MetricsRecorder()
+        self.claims = StartClaims(ctx.bus)
         self.executor = Executor(self.name, self.pool, ctx.directory.spec, self.batcher.add,
-                                 self.batcher.idle_delta, started=self._leased.add, metrics=self.metrics)
+                                 self.batcher.idle_delta, started=self._leased.add, metrics=self.metrics,
+                                 claim=self.claims.claim)
         self._room = asyncio.Event()
         self._stopping = False
 
@@ -305,7 +308,8 @@ class NodeAgent:
         try:
             n = await self.ctx.bus.reclaim(
                 keys=[keys.nodes, keys.node(self.node_id), keys.node_idle(self.node_id), keys.inbox(self.node_id),
-                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity],
+                      keys.intake_sync, keys.intake_async, keys.concurrency, keys.capacity,
+                      keys.node_started(self.node_id)],
                 args=[self.node_id, K.NODE_GROUP, now_ms() + 10**12, *unstarted],
             )
             if n and n > 0:

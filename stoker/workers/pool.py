@@ -89,7 +89,7 @@ class WarmPool:
 
     def _take_open(self, function_version: str) -> Lease | None:
         """A place behind the running invocation of a busy worker (the least loaded one)."""
-        open_ = self._open.get(function_version)
+        open_ = [w for w in self._open.get(function_version) or () if w.pipelines]
         if not open_:
             return None
         worker = min(open_, key=lambda w: w.leases)

@@ -93,6 +93,12 @@ class Requeue(Exception):
 
 #: invocations a Python worker holds at once (one running, the others waiting in its socket)
 PIPELINE_DEPTH = 8
+#: invocations wait in a worker's socket only behind workers whose invocations are this short
+#: (ms): pipelining pays for tiny functions, and an event queued in a worker
+#: counts as started if the node is lost, while one waiting in the node goes back unspent
+PIPELINE_MAX_MS = 50.0
+#: ... on the evidence of at least this many of its latest invocations (and none longer)
+PIPELINE_EVIDENCE = 4
 
 
 @dataclass
@@ -143,9 +149,17 @@ class Worker:
         self.leases = 0
         #: the cgroup and network the node made for it (see confine.py), when it has them
         self.confinement: Confinement | None = None
+        #: how long its last invocations took (ms)
+        self._recent_ms: deque[float] = deque(maxlen=PIPELINE_EVIDENCE * 2)
 
     #: how many invocations the pool may hand this worker at once
     max_in_flight = PIPELINE_DEPTH
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether invocations may wait in its socket behind the running one: only once its
+        last few invocations were all short."""
+        return len(self._recent_ms) >= PIPELINE_EVIDENCE and max(self._recent_ms) < PIPELINE_MAX_MS
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, zygote: Spawner, spawn_spec: dict[str, Any], init_timeout: float) -> float:
@@ -339,6 +353,7 @@ class Worker:
         finally:
             self.last_used = time.monotonic()
         _, _rid, ok, body, max_rss_kb, duration_ms, started_at, output, dropped = message
+        self._recent_ms.append(float(duration_ms))
         if ok and len(body) > RESPONSE_LIMIT:
             ok, body = False, error_body(
                 "Function.ResponseSizeTooLarge",

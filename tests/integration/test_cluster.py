@@ -247,3 +247,55 @@ def test_a_node_on_another_machine_fetches_bundles_from_the_gateway(cluster: Clu
     cached = list((elsewhere / "node" / "bundles").iterdir())
     assert len(cached) == 1 and (cached[0] / "code" / "handler.py").exists()
     assert not (elsewhere / "bundles").exists(), "the node has no bundle store of its own"
+
+
+def _final(c: Cluster, function: str, ids: list[str], timeout: float = 90) -> list[dict]:
+    final = ("succeeded", "failed", "timed_out", "dead_lettered")
+    return wait_until(lambda: (found := [r for r in rows(c, function) if r["id"] in ids
+                                         and r["status"] in final]) and len(found) == len(ids) and found,
+                      timeout=timeout, message=f"{len(ids)} final rows of {function}")  # type: ignore[no-any-return]
+
+
+def test_a_lost_nodes_unstarted_events_run_once_elsewhere_unspent(cluster: Cluster, make_function) -> None:
+    cluster.start(nodes=2, slots=2)
+    cluster.cli("deploy", str(make_function("slow", WORK, "timeout = 20\nretries = 0")), check=True)
+    c = cluster.client()
+    c.invoke("slow", {"i": -1})  # both nodes know the function
+    ids = [c.invoke_async("slow", {"i": i, "s": 3}) for i in range(12)]
+    # every slot busy (the events started a second ago), each node holding more behind them
+    time.sleep(1.5)
+    cluster.kill("n1")
+    done = _final(cluster, "slow", ids)
+    lost = [r for r in done if r["status"] != "succeeded"]
+    assert all(r["error_type"] == "Runtime.NodeLost" for r in lost), lost
+    # only what was running on the lost node (two slots) was lost; what it held unstarted ran elsewhere
+    assert len(lost) <= 2, f"{len(lost)} events were lost, more than n1 was running: {lost}"
+    for r in done:
+        detail = c.invocation(r["id"])
+        assert detail["attempt_count"] == 1, detail  # an unstarted event spent no attempt
+
+
+def test_a_stalled_node_runs_nothing_twice(cluster: Cluster, make_function) -> None:
+    cluster.start(nodes=2, slots=2)
+    cluster.cli("deploy", str(make_function("slow", WORK, "timeout = 20\nretries = 0")), check=True)
+    c = cluster.client()
+    c.invoke("slow", {"i": -1})
+    ids = [c.invoke_async("slow", {"i": i, "s": 2}) for i in range(12)]
+    time.sleep(1.0)  # every slot busy, each node holding more behind them
+    stalled = process_tree(cluster.procs["n1"].pid)
+    for pid in stalled:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(8)  # past STOKER_NODE_DEAD_AFTER (3 s): the scheduler places its events again
+    finally:
+        for pid in stalled:
+            os.kill(pid, signal.SIGCONT)
+    done = _final(cluster, "slow", ids)
+    time.sleep(5)  # the stalled node's late results arrive now, and must change nothing
+    again = {r["id"]: r for r in rows(cluster, "slow") if r["id"] in ids}
+    assert {i: again[i]["status"] for i in ids} == {r["id"]: r["status"] for r in done}, "a late result changed a row"
+    for r in done:
+        detail = c.invocation(r["id"])
+        ran = [a for a in detail["attempts"] if a["outcome"] in ("succeeded", "failed", "timed_out")]
+        assert detail["attempt_count"] == 1 and len(ran) <= 1, detail
+    assert all(r["status"] == "succeeded" or r["error_type"] == "Runtime.NodeLost" for r in done), done

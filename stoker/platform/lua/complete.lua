@@ -9,6 +9,7 @@
 -- KEYS[7]  {p}:inbox:{id}    this node's inbox stream (consumer group ARGV[2])
 -- KEYS[8]  {p}:delayed       zset of retries
 -- KEYS[9]  {p}:capacity      stream: one entry per call that freed capacity (wakes schedulers)
+-- KEYS[10] {p}:node:{id}:started  the entries this node started (start.lua)
 -- ARGV[1]  prefix
 -- ARGV[2]  consumer group of the inbox
 -- ARGV[3]  the most log chunks kept per function (approximate trim)
@@ -22,8 +23,9 @@
 --   outcome: a trigger that asked to hear of its event's final outcome gets it here
 --
 -- An item whose inbox entry is no longer pending (the node was declared dead and its
--- events placed again) still records its ledger, log and reply, but never releases
--- capacity twice or schedules a second retry. Returns the number of entries acked.
+-- events placed again: the reclaim settled or re-ran them) is a late result: its logs are
+-- kept, but it changes no ledger row, answers no caller, never releases capacity twice
+-- and schedules no second retry. Returns the number of entries acked.
 local prefix, group, log_max = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local node_alive = redis.call('EXISTS', KEYS[5]) == 1
 local any_waiting = redis.call('SCARD', KEYS[4]) > 0
@@ -37,6 +39,7 @@ for i = 4, #ARGV, 13 do
   if entry ~= '' then
     owned = redis.call('XACK', KEYS[7], group, entry) == 1
     redis.call('XDEL', KEYS[7], entry)
+    redis.call('SREM', KEYS[10], entry)
     if owned then
       acked_total = acked_total + 1
       if node_alive then redis.call('HINCRBY', KEYS[5], 'load', -1) end
@@ -61,8 +64,8 @@ for i = 4, #ARGV, 13 do
     local v = redis.call('HINCRBY', KEYS[6], fv, idle_delta)
     if v <= 0 then redis.call('HDEL', KEYS[6], fv) end
   end
-  if ledger ~= '' then redis.call('XADD', KEYS[2], '*', 'r', ledger) end
-  if reply_key ~= '' then
+  if owned and ledger ~= '' then redis.call('XADD', KEYS[2], '*', 'r', ledger) end
+  if owned and reply_key ~= '' then
     redis.call('RPUSH', reply_key, reply)
     redis.call('PEXPIRE', reply_key, 120000)
   end
