@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stoker.errors import BundleError
+from stoker.errors import BundleError, ConfigError, NotFound
 from stoker.platform.context import PlatformContext
 from stoker.platform.manifest import FunctionSpec, parse_manifest
 from stoker.platform.registry import projection
@@ -33,6 +33,7 @@ from stoker.platform.registry.requirements import (
     pip_environment,
     pip_policy_arguments,
 )
+from stoker.platform.registry.store import FunctionState, RegistryStore
 
 #: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
 #: each returns True when it changed the folder
@@ -117,6 +118,7 @@ async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | No
     spec = parse_manifest(info.manifest_text, source_dir)
     check_handler_present(spec, info.files)
     registry = ctx.require_registry()
+    await asyncio.to_thread(check_trigger_qualifiers, spec, registry)
     assert ctx.bundles is not None
     async with bundle_claim(ctx.redis, ctx.keys, info.code_hash):  # no collection removes it meanwhile
         if not ctx.bundles.has(info.code_hash):
@@ -130,6 +132,33 @@ async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | No
     await projection.publish(ctx.redis, ctx.keys, state)
     ctx.directory.forget(spec.name)
     return DeployResult(function=spec.name, version=version, created=created, code_hash=info.code_hash)
+
+
+def check_trigger_qualifiers(spec: FunctionSpec, registry: RegistryStore) -> None:
+    """A trigger bound to an alias or version that does not exist is refused before anything changes
+    (it would answer 404 or fail every event): create the alias first, then deploy the binding."""
+    bound = [(i, t) for i, t in enumerate(spec.triggers, start=1) if t.get("qualifier") not in (None, "$LATEST")]
+    if not bound:
+        return
+    try:
+        state: FunctionState | None = registry.state(spec.name)
+    except NotFound:
+        state = None
+    for i, trigger in bound:
+        qualifier = str(trigger["qualifier"])
+        where = f"stoker.toml: trigger #{i} ({trigger.get('type')}) has qualifier = {qualifier!r}"
+        if qualifier.isdigit():
+            # the version this deploy makes is latest + 1 at most
+            newest = (state.latest if state else 0) + 1
+            if int(qualifier) != newest and (state is None or int(qualifier) not in state.versions):
+                raise ConfigError(f"{where}, but {spec.name} has no version {qualifier}: bind an existing "
+                                  f"version (see `stoker versions {spec.name}`), an alias, or remove qualifier "
+                                  "to use $LATEST")
+        elif state is None or qualifier not in state.aliases:
+            first = " (a first deploy: deploy without qualifier, then create the alias)" if state is None else ""
+            raise ConfigError(f"{where}, but {spec.name} has no alias {qualifier!r}{first}: create it with "
+                              f"`stoker alias set {spec.name} {qualifier} VERSION`, or remove qualifier to use "
+                              "$LATEST")
 
 
 async def deploy_path(ctx: PlatformContext, path: Path, deployed_by: str | None = None) -> DeployResult:
