@@ -94,6 +94,11 @@ class Client:
                                             headers={"content-type": "application/zip"})
         return result
 
+    def function(self, name: str) -> dict[str, Any]:
+        """One function: its newest version's settings and triggers, its versions and aliases."""
+        result: dict[str, Any] = self._json("GET", f"/api/functions/{name}")
+        return result
+
     def functions(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._json("GET", "/api/functions")
         return result

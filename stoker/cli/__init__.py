@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "stoker.cli.versions",
     "stoker.cli.tokens",
     "stoker.cli.bill",
+    "stoker.cli.scaffold",
 ]
 
 

@@ -3,7 +3,8 @@
     POST /api/functions                   body: a zip bundle -> the version made (or kept)
          ?source_dir=/abs/folder           the folder it came from: relative trigger paths resolve there
     GET  /api/functions                   every function with its newest version
-    GET  /api/functions/{name}            one function, its versions and aliases
+    GET  /api/functions/{name}            one function, its versions and aliases, and `spec`: the newest
+                                          version's settings and triggers (env values masked)
     POST /api/functions/{name}/invoke     body: the JSON event
          ?qualifier=VERSION|ALIAS          (or name:qualifier)
          ?async=true or X-Stoker-Invocation-Type: Event  -> 202 {"id": ...}
@@ -70,6 +71,9 @@ async def show_function(request: Request) -> Response:
     state = await asyncio.to_thread(g.ctx.require_registry().state, request.path_params["name"])
     body = function_json(state)
     body["versions"] = [v.to_json() for _, v in sorted(state.versions.items())]
+    spec = state.versions[state.latest].spec.to_json()
+    spec["env"] = dict.fromkeys(spec["env"], "***")  # names only: values may be secrets
+    body["spec"] = spec
     return json_response(body)
 
 
