@@ -34,9 +34,10 @@ def deploy(path: Path, fmt: str) -> None:
     label = f"deploying {path} ({len(data) / 1024:,.0f} KB" + (
         f"; the platform installs {' and '.join(installs)}, which can take minutes)" if installs else ")")
     try:
-        with Progress(label, announce=bool(installs)):
-            # relative paths in [[triggers]] resolve against the folder deployed from
-            result = client.deploy(data, source_dir=source_folder(path))
+        with Progress(label, announce=bool(installs)) as shown:
+            # relative paths in [[triggers]] resolve against the folder deployed from; the installer's
+            # output (pip's) is shown as the platform runs it
+            result = client.deploy(data, source_dir=source_folder(path), progress=shown.line)
     except KeyboardInterrupt:
         fail("deploy interrupted: the platform may still finish it; `stoker functions` (or `stoker versions "
              "NAME`) shows whether a new version was made, and deploying again is safe", code=130)

@@ -23,6 +23,7 @@ class Progress:
         self.interval = interval
         self.started = time.monotonic()
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the indicator and the lines printed above it
         self._thread: threading.Thread | None = None
         self.live = self.stream.isatty()
 
@@ -42,7 +43,16 @@ class Progress:
         frame = 0
         while not self._stop.wait(self.interval):
             frame += 1
-            self.stream.write(f"\r{FRAMES[frame % len(FRAMES)]} {self.label} ({self.elapsed():.0f} s)\033[K")
+            with self._lock:
+                self.stream.write(f"\r{FRAMES[frame % len(FRAMES)]} {self.label} ({self.elapsed():.0f} s)\033[K")
+                self.stream.flush()
+
+    def line(self, text: str) -> None:
+        """Print a line of what is happening (the installer's output) above the indicator."""
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K")
+            self.stream.write(f"  {text}\n")
             self.stream.flush()
 
     def __exit__(self, kind: type[BaseException] | None, _error: BaseException | None,

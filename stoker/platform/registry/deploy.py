@@ -8,9 +8,12 @@ is invoked (`Runtime.ImportModuleError`), as on Lambda.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,22 +80,66 @@ def check_handler_present(spec: FunctionSpec, files: tuple[str, ...]) -> None:
             raise BundleError(f"the bundle has no {base}.js, {base}.mjs or {base}.cjs for handler {spec.handler!r}")
 
 
-def _install_requirements(folder: Path) -> None:
+#: the most installer output kept for an error message
+ERROR_TAIL_LINES = 8
+PIP_TIMEOUT_S = 900
+
+#: receives the installer's output, line by line, while a deploy builds (see `stoker deploy`)
+Progress = Callable[[str], None]
+
+
+def _install_requirements(folder: Path, progress: Progress | None = None) -> None:
     requirements = folder / "requirements.txt"
     check_requirements(requirements.read_text(errors="replace"))
+    output: list[str] = []
     with tempfile.TemporaryDirectory(prefix="stoker-pip-") as pip_home:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-             *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
-            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, env=pip_environment(pip_home),
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             "--progress-bar", "off", *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+            env=pip_environment(pip_home),
         )
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
-        hint = [SOURCE_BUILD_HINT] if pip_policy_arguments() else []
-        raise BundleError("installing requirements.txt failed:\n" + "\n".join([*tail, *hint]))
+        watchdog = threading.Timer(PIP_TIMEOUT_S, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                if not line:
+                    continue
+                output.append(line)
+                if progress is not None:
+                    progress(line)
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if code != 0:
+        if code < 0:
+            output.append(f"pip was stopped after {PIP_TIMEOUT_S} s")
+        raise BundleError("installing requirements.txt failed:\n" + "\n".join(
+            [*output[-ERROR_TAIL_LINES:], *install_hints(output)]))
 
 
-def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
+_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+
+
+def install_hints(output: list[str]) -> list[str]:
+    """What to do about a failed install; the wheels-only policy is named only where it may be why."""
+    missing = [m.group(1) for line in output if (m := _NOT_FOUND.search(line))]
+    if not missing:
+        return []
+    names = ", ".join(dict.fromkeys(missing))
+    hint = (f"{names}: no installable distribution was found. Check the name and version (pip index versions "
+            "NAME shows what exists)")
+    if pip_policy_arguments():
+        hint += f"; if it exists only as a source distribution: {SOURCE_BUILD_HINT}"
+    return [hint]
+
+
+def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec, progress: Progress | None = None) -> bytes:
     """The bundle as stored: the upload, plus dependencies installed at deploy time."""
     needs_pip = spec.runtime == "python" and "requirements.txt" in info.files
     builder = BUILDERS.get(spec.runtime)
@@ -103,26 +150,44 @@ def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
         extract_bundle(data, folder)
         changed = False
         if needs_pip:
-            _install_requirements(folder)
+            _install_requirements(folder, progress)
             changed = True
         if builder is not None:
             changed = bool(builder(folder, spec)) or changed
         return pack_directory(folder) if changed else data
 
 
-async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | None = None,
-                        source_dir: str | None = None) -> DeployResult:
-    """Deploy a bundle. `source_dir` is the absolute folder it was deployed from (the function's
-    folder, or the folder holding the zip): relative paths in its triggers resolve against it."""
+@dataclass(frozen=True)
+class CheckedBundle:
+    """A bundle that passed every check a deploy makes before it builds anything."""
+
+    data: bytes
+    info: BundleInfo
+    spec: FunctionSpec
+
+
+async def check_bundle(ctx: PlatformContext, data: bytes, source_dir: str | None = None) -> CheckedBundle:
+    """The checks of a deploy that change nothing: the zip, the manifest, the handler, the bindings."""
     info = await asyncio.to_thread(inspect_bundle, data)
     spec = parse_manifest(info.manifest_text, source_dir)
     check_handler_present(spec, info.files)
+    await asyncio.to_thread(check_trigger_qualifiers, spec, ctx.require_registry())
+    return CheckedBundle(data, info, spec)
+
+
+async def deploy_bundle(ctx: PlatformContext, data: bytes | CheckedBundle, deployed_by: str | None = None,
+                        source_dir: str | None = None, progress: Progress | None = None) -> DeployResult:
+    """Deploy a bundle (or one check_bundle passed). `source_dir` is the absolute folder it was
+    deployed from (the function's folder, or the folder holding the zip): relative paths in its
+    triggers resolve against it. `progress` gets the dependency installer's output as it comes
+    (called from a worker thread)."""
+    checked = data if isinstance(data, CheckedBundle) else await check_bundle(ctx, data, source_dir)
+    info, spec = checked.info, checked.spec
     registry = ctx.require_registry()
-    await asyncio.to_thread(check_trigger_qualifiers, spec, registry)
     assert ctx.bundles is not None
     async with bundle_claim(ctx.redis, ctx.keys, info.code_hash):  # no collection removes it meanwhile
         if not ctx.bundles.has(info.code_hash):
-            built = await asyncio.to_thread(build_bundle, data, info, spec)
+            built = await asyncio.to_thread(build_bundle, checked.data, info, spec, progress)
             if spec.runtime == "python" and "requirements.txt" in info.files:
                 built_info = await asyncio.to_thread(inspect_bundle, built)
                 check_handler_present(spec, built_info.files)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -134,3 +135,72 @@ def test_a_missing_extra_is_named_instead_of_a_traceback() -> None:
     assert "pip install 'stoker[postgres]'" in result.output
     other = CliRunner().invoke(broken, [])
     assert isinstance(other.exception, ModuleNotFoundError)  # not an extra: a real bug, shown as one
+
+
+# -- a deploy that installs requirements: the installer's output as it runs -----------------
+
+def _wheel(folder: Path, name: str, version: str, source: str) -> Path:
+    """A minimal pure-Python wheel, made by hand so that the test needs no build tools or network."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": source,
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: stoker-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.fixture
+def wheel_index(tmp_path: Path) -> Iterator[str]:
+    """A find-links page over HTTP with one wheel, stokerdemo 1.0."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    _wheel(folder, "stokerdemo", "1.0", "ANSWER = 42\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_deploy_shows_the_installers_output_as_it_runs(platform: RunningPlatform, make_function,
+                                                          wheel_index: str) -> None:
+    folder = make_function("withdemo", "import stokerdemo\n\ndef handler(event, context):\n"
+                                       "    return stokerdemo.ANSWER\n")
+    (folder / "requirements.txt").write_text(f"--no-index\n--find-links {wheel_index}\nstokerdemo==1.0\n")
+    deployed = platform.cli("deploy", str(folder), timeout=300)
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.strip() == "deployed withdemo: version 1"
+    lines = deployed.stderr.splitlines()
+    assert lines[0].startswith(f"deploying {folder}") and "installs requirements.txt" in lines[0]
+    assert "  Successfully installed stokerdemo-1.0" in lines, lines
+    assert json.loads(platform.cli("invoke", "withdemo", check=True).stdout) == 42
+
+
+def test_a_package_that_does_not_exist_is_not_blamed_on_wheels(platform: RunningPlatform, make_function,
+                                                               wheel_index: str) -> None:
+    folder = make_function("nosuch", "def handler(event, context):\n    return 1\n")
+    (folder / "requirements.txt").write_text(f"--no-index\n--find-links {wheel_index}\nstokerdemo-nosuch==1.0\n")
+    refused = platform.cli("deploy", str(folder), timeout=300)
+    assert refused.returncode == 2
+    assert "installing requirements.txt failed" in refused.stderr
+    assert "stokerdemo-nosuch==1.0: no installable distribution was found. Check the name" in refused.stderr
+    assert json.loads(platform.cli("functions", "--format", "json", check=True).stdout) == []
