@@ -55,3 +55,17 @@ def test_versions_must_exist_or_be_the_one_this_deploy_makes(store: RegistryStor
 def test_latest_and_unbound_triggers_need_nothing(store: RegistryStore) -> None:
     check_trigger_qualifiers(bound("$LATEST"), store)
     check_trigger_qualifiers(FunctionSpec(name="shop"), store)
+
+
+def test_an_alias_a_trigger_is_bound_to_cannot_be_removed(store: RegistryStore) -> None:
+    from stoker.errors import Conflict
+
+    store.record_deploy(FunctionSpec(name="shop"), "a" * 64, "ci")
+    store.set_alias("shop", "prod", 1)
+    store.record_deploy(bound("prod"), "a" * 64, "ci")  # version 2 binds its queue trigger to prod
+    with pytest.raises(Conflict, match=r"bound by trigger #2 \(queue\)"):
+        store.delete_alias("shop", "prod")
+    assert "prod" in store.state("shop").aliases
+    store.record_deploy(FunctionSpec(name="shop"), "a" * 64, "ci")  # version 3: no binding
+    store.delete_alias("shop", "prod")
+    assert "prod" not in store.state("shop").aliases
