@@ -178,7 +178,13 @@ def test_a_second_up_on_the_same_home_says_where_the_first_runs_and_touches_noth
     assert not (home / "endpoint.json").exists()
     third = start_up(home, env, "--port", "0")  # the lock died with its holder
     ups.append(third)
-    assert_clean_stop(third.interrupt())
+    third.proc.send_signal(signal.SIGKILL)  # no clean-up at all: endpoint.json stays behind, stale
+    third.proc.wait(10)
+    assert (home / "endpoint.json").exists()
+    fourth = start_up(home, env, "--port", "0")  # the lock died with it; the stale file is replaced
+    ups.append(fourth)
+    assert httpx.get(f"{fourth.endpoint()['url']}/healthz", timeout=5).status_code == 200
+    assert_clean_stop(fourth.interrupt())
 
 
 @pytest.fixture
