@@ -31,7 +31,13 @@ class HomeLock:
 
     def acquire(self, endpoint_file: Path) -> None:
         """Take the lock or raise AlreadyRunning saying where the holder runs; changes nothing if held."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        from stoker.preflight import not_writable
+
+        try:
+            self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise not_writable(self.home, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

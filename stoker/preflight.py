@@ -14,6 +14,11 @@ from stoker.errors import ConfigError, PlatformUnavailable
 from stoker.extras import missing_extra_message
 
 
+def not_writable(home: Path, error: OSError) -> ConfigError:
+    return ConfigError(f"STOKER_HOME={home} is not writable ({error.strerror or error}): fix its permissions, "
+                       "or set STOKER_HOME to a folder you own")
+
+
 def check_home(home: Path) -> None:
     """STOKER_HOME exists (created 0700 if not) and stoker can write in it."""
     try:
@@ -21,9 +26,7 @@ def check_home(home: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-"):
             pass
     except OSError as e:
-        raise ConfigError(
-            f"STOKER_HOME={home} is not writable ({e.strerror or e}): fix its permissions, "
-            "or set STOKER_HOME to a folder you own") from None
+        raise not_writable(home, e) from None
 
 
 def bind_gateway(host: str, port: int) -> socket.socket:

@@ -94,9 +94,13 @@ def up(host: str = "127.0.0.1", port: int = 8700, deploy: list[Path] | None = No
     configure_logging("up")
     settings = Settings.from_env()
     # checks first: nothing is started (and nothing of a running platform touched) until all pass
-    check_home(settings.home)
     lock = HomeLock(settings.home)
-    lock.acquire(settings.endpoint_file)
+    lock.acquire(settings.endpoint_file)  # a second up on this home stops here, having changed nothing
+    try:
+        check_home(settings.home)
+    except BaseException:
+        lock.release()
+        raise
     stopping: list[str] = []
 
     def request_stop(signum: int, _frame: object) -> None:

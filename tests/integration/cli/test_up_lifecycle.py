@@ -164,10 +164,16 @@ def test_a_second_up_on_the_same_home_says_where_the_first_runs_and_touches_noth
     ups.append(first)
     endpoint_bytes = (home / "endpoint.json").read_bytes()
     url = first.endpoint()["url"]
+    names_before = sorted(p.name for p in home.iterdir())
+    # the first platform's own files may change meanwhile (its ledger); these only the starts touch
+    owned = {name: (home / name).stat().st_mtime_ns for name in ("up.lock", "endpoint.json", "token")}
 
     second = start_up(home, env, "--port", "0", wait=False)
     ups.append(second)
     assert second.proc.wait(30) == 2
+    # nothing in the home was created or removed by the refused start, nor the lock or endpoint written
+    assert sorted(p.name for p in home.iterdir()) == names_before
+    assert {name: (home / name).stat().st_mtime_ns for name in owned} == owned
     message = second.out.read_text().strip()
     assert len(message.splitlines()) == 1, message
     assert url in message and f"pid {first.proc.pid}" in message, message
