@@ -68,6 +68,7 @@ def test_the_marker_finds_the_readme_tour() -> None:
     guides' examples with the tools they need."""
     assert [(b.how, b.lang) for b in blocks(ROOT / "docs" / "http.md")] == [("needs aws", "sh")]
     assert [b.how for b in blocks(ROOT / "docs" / "ledger.md")] == ["needs jq", ""]
+    assert [(b.how, b.lang) for b in blocks(ROOT / "docs" / "runtimes.md")] == [("needs node", "console")]
     found = blocks(ROOT / "README.md")
     assert [(b.how, b.lang) for b in found] == [("", "sh"), ("file hello/stoker.toml", "toml"),
                                                 ("file hello/handler.py", "python"), ("", "python")]
