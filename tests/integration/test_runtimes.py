@@ -389,5 +389,6 @@ def test_npm_dependencies_are_installed_at_deploy(platform: RunningPlatform, tmp
     # a local install leaves command links in node_modules/.bin: they do not stop a deploy
     (folder / "node_modules" / ".bin").mkdir(parents=True)
     os.symlink("../ms/index.js", folder / "node_modules" / ".bin" / "ms")
-    platform.cli("deploy", str(folder), check=True, timeout=600)
+    deployed = platform.cli("deploy", str(folder), check=True, timeout=600)
+    assert "installs package.json" in deployed.stderr and "  added 1 package" in deployed.stderr, deployed.stderr
     assert invoke(platform, "withdeps") == (0, {"twoDays": 172_800_000, "devInstalled": False})

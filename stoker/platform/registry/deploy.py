@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 import tempfile
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from stoker.platform.registry.bundles import (
     pack_directory,
 )
 from stoker.platform.registry.gc import bundle_claim
+from stoker.platform.registry.installer import Progress, run_installer
 from stoker.platform.registry.npm import install_node_dependencies
 from stoker.platform.registry.requirements import (
     SOURCE_BUILD_HINT,
@@ -38,8 +36,8 @@ from stoker.platform.registry.requirements import (
 )
 from stoker.platform.registry.store import FunctionState, RegistryStore
 
-#: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
-#: each returns True when it changed the folder
+#: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs), called as
+#: hook(folder, spec, progress); each returns True when it changed the folder
 BUILDERS: dict[str, Any] = {"nodejs": install_node_dependencies}
 
 
@@ -84,43 +82,19 @@ def check_handler_present(spec: FunctionSpec, files: tuple[str, ...]) -> None:
 ERROR_TAIL_LINES = 8
 PIP_TIMEOUT_S = 900
 
-#: receives the installer's output, line by line, while a deploy builds (see `stoker deploy`)
-Progress = Callable[[str], None]
-
 
 def _install_requirements(folder: Path, progress: Progress | None = None) -> None:
     requirements = folder / "requirements.txt"
     check_requirements(requirements.read_text(errors="replace"))
-    output: list[str] = []
     with tempfile.TemporaryDirectory(prefix="stoker-pip-") as pip_home:
-        proc = subprocess.Popen(
+        result = run_installer(
             [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
              "--progress-bar", "off", *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-            env=pip_environment(pip_home),
-        )
-        watchdog = threading.Timer(PIP_TIMEOUT_S, proc.kill)
-        watchdog.start()
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip()
-                if not line:
-                    continue
-                output.append(line)
-                if progress is not None:
-                    progress(line)
-            code = proc.wait()
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if code != 0:
-        if code < 0:
-            output.append(f"pip was stopped after {PIP_TIMEOUT_S} s")
+            env=pip_environment(pip_home), timeout=PIP_TIMEOUT_S, progress=progress)
+    if result.returncode != 0:
+        stopped = [f"pip was stopped after {PIP_TIMEOUT_S} s"] if result.timed_out else []
         raise BundleError("installing requirements.txt failed:\n" + "\n".join(
-            [*output[-ERROR_TAIL_LINES:], *install_hints(output)]))
+            [*result.tail(ERROR_TAIL_LINES), *stopped, *install_hints(result.output)]))
 
 
 _NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
@@ -153,7 +127,7 @@ def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec, progress: Pr
             _install_requirements(folder, progress)
             changed = True
         if builder is not None:
-            changed = bool(builder(folder, spec)) or changed
+            changed = bool(builder(folder, spec, progress)) or changed
         return pack_directory(folder) if changed else data
 
 
