@@ -1,10 +1,13 @@
 """`stoker up`: the whole platform on one machine, in the foreground.
 
-Starts a private Redis (unless STOKER_REDIS_URL is set), migrates the ledger, deploys
-what `--deploy` names, then runs each role as a child process: gateway, scheduler,
-node, ledger writer and triggers. It writes STOKER_HOME/endpoint.json once the
-gateway is healthy. A role that dies is restarted. SIGTERM or Ctrl-C stops every
-child (workers included) and Redis, within 10 seconds.
+Takes STOKER_HOME's lock (one platform per home, stoker/homelock.py), runs every start-up
+check (stoker/preflight.py: home writable, port free, Redis usable, database reachable),
+then starts a private Redis (unless STOKER_REDIS_URL is set), migrates the ledger, deploys
+what `--deploy` names, and runs each role as a child process in its own process group:
+gateway, scheduler, node, ledger writer and triggers. It writes STOKER_HOME/endpoint.json
+once the gateway is healthy, and only it removes the file. A role that dies is restarted.
+SIGTERM or Ctrl-C prints one "stopping" line and stops every child (workers included) and
+Redis, within STOP_BOUND_S (10 seconds).
 """
 
 from __future__ import annotations
@@ -122,13 +125,13 @@ def up(host: str = "127.0.0.1", port: int = 8700, deploy: list[Path] | None = No
             check_redis_url(settings.redis_url)
         else:
             embedded = EmbeddedRedis(settings.redis_dir)
-            binary = embedded.prepare()
+            embedded.prepare()  # the binary this home runs, or a one-line refusal
         check_database(settings.db_url)
         token = settings.admin_token()
 
         if embedded is not None:
             redis_url = embedded.start()
-            log.info("embedded %s on 127.0.0.1:%d (AOF in %s)", binary.describe(), embedded.port,
+            log.info("embedded %s on 127.0.0.1:%d (AOF in %s)", embedded.prepare().describe(), embedded.port,
                      settings.redis_dir)
         else:
             redis_url = settings.require_redis_url()
