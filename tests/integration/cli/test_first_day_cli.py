@@ -204,3 +204,17 @@ def test_a_package_that_does_not_exist_is_not_blamed_on_wheels(platform: Running
     assert "installing requirements.txt failed" in refused.stderr
     assert "stokerdemo-nosuch==1.0: no installable distribution was found. Check the name" in refused.stderr
     assert json.loads(platform.cli("functions", "--format", "json", check=True).stdout) == []
+
+
+def test_db_watch_without_the_postgres_extra_says_which_to_install(tmp_path: Path) -> None:
+    """README's plain install has no psycopg: `stoker db watch --url postgresql://...` names the extra."""
+    script = ("import sys; sys.modules['psycopg'] = None; from stoker.cli import main; "
+              "sys.argv = ['stoker', 'db', 'watch', '--url', 'postgresql://app@127.0.0.1:5432/shop', "
+              "'--table', 'orders']; main()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: this needs the Python package 'psycopg', which stoker installs as an extra: "
+        "pip install 'stoker[postgres]' (in the environment stoker runs from)"]
