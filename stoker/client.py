@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,13 @@ class Client:
         return result
 
     # -- functions ------------------------------------------------------------------------
-    def deploy(self, source: str | Path | bytes, source_dir: str | Path | None = None) -> dict[str, Any]:
+    def deploy(self, source: str | Path | bytes, source_dir: str | Path | None = None,
+               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Deploy a folder, a zip file, or zip bytes. Returns the version made (or kept).
 
         Relative paths in the manifest's triggers resolve against the folder deployed from
-        (for zip bytes, give it as `source_dir`).
+        (for zip bytes, give it as `source_dir`). `progress`, when given, receives each line of
+        the dependency installer's output as the platform runs it.
         """
         from stoker.platform.registry.deploy import read_deployable, source_folder
 
@@ -90,8 +92,42 @@ class Client:
             data = read_deployable(Path(source))
             source_dir = source_dir or source_folder(Path(source))
         params = {"source_dir": str(Path(source_dir).absolute())} if source_dir else {}
-        result: dict[str, Any] = self._json("POST", "/api/functions", content=data, params=params,
-                                            headers={"content-type": "application/zip"})
+        headers = {"content-type": "application/zip"}
+        if progress is None:
+            result: dict[str, Any] = self._json("POST", "/api/functions", content=data, params=params,
+                                                headers=headers)
+            return result
+        return self._deploy_streamed(data, {**params, "progress": "true"}, headers, progress)
+
+    def _deploy_streamed(self, data: bytes, params: dict[str, str], headers: dict[str, str],
+                         progress: Callable[[str], None]) -> dict[str, Any]:
+        try:
+            with self._http.stream("POST", "/api/functions", content=data, params=params,
+                                   headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    message = orjson.loads(line)
+                    if "progress" in message:
+                        progress(str(message["progress"]))
+                    elif "result" in message:
+                        result: dict[str, Any] = message["result"]
+                        return result
+                    else:
+                        cls = _BY_STATUS.get(int(message.get("status", 500)), E.StokerError)
+                        raise cls(str(message.get("error") or message))
+        except httpx.HTTPError as e:
+            raise E.PlatformUnavailable(f"lost stoker at {self.url} during the deploy: {e}. `stoker functions` "
+                                        "shows whether it finished") from None
+        raise E.PlatformUnavailable(f"stoker at {self.url} ended the deploy without an answer: `stoker functions` "
+                                    "shows whether it finished")
+
+    def function(self, name: str) -> dict[str, Any]:
+        """One function: its newest version's settings and triggers, its versions and aliases."""
+        result: dict[str, Any] = self._json("GET", f"/api/functions/{name}")
         return result
 
     def functions(self) -> list[dict[str, Any]]:

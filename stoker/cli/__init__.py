@@ -30,12 +30,28 @@ COMMAND_MODULES = [
     "stoker.cli.versions",
     "stoker.cli.tokens",
     "stoker.cli.bill",
+    "stoker.cli.scaffold",
 ]
 
 
-def main() -> None:
+#: commands that do not talk to a running platform through its gateway: the roles themselves, `db`
+#: (whose --url is a database's), `bridge` (it reaches Redis) and `init` (it writes files)
+LOCAL_COMMANDS = {"up", "gateway", "scheduler", "node", "ledger-writer", "triggers", "db", "bridge", "init"}
+
+
+def build() -> click.Group:
+    """The whole command: every module's subcommands, and --url/--token/--utc/--local on each client command."""
     import importlib
 
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
-    cli(prog_name="stoker")
+    from stoker.cli.output import add_client_options
+
+    if not getattr(cli, "_built", False):
+        for name in COMMAND_MODULES:
+            importlib.import_module(name)
+        add_client_options(cli, LOCAL_COMMANDS)
+        cli._built = True  # type: ignore[attr-defined]
+    return cli
+
+
+def main() -> None:
+    build()(prog_name="stoker")

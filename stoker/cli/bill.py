@@ -8,14 +8,25 @@ import click
 
 from stoker.cli import cli
 from stoker.cli.ledger import TIME
-from stoker.cli.output import handles_errors, print_json, table
+from stoker.cli.output import handles_errors, print_json, show_time, table
+
+#: decimal places of amounts under a cent: one 1 ms call at 128 MB costs $0.0000000021 at list price
+SMALL_DECIMALS = 10
 
 
 def money(value: float) -> str:
-    """Cents for amounts a person pays; more places for the tiny amounts of light use."""
+    """Cents for amounts a person pays; every digit down to SMALL_DECIMALS places for the tiny amounts of
+    light use (never "$0." for an amount that is not zero)."""
     if value == 0:
         return "$0.00"
-    return f"${value:,.2f}" if abs(value) >= 0.01 else f"${value:.8f}".rstrip("0")
+    sign = "-" if value < 0 else ""
+    amount = abs(value)
+    if amount >= 0.01:
+        return f"{sign}${amount:,.2f}"
+    digits = f"{amount:.{SMALL_DECIMALS}f}".rstrip("0")
+    if digits.endswith("."):  # not zero, but under the last place shown
+        return f"{sign}<${1 / 10 ** SMALL_DECIMALS:.{SMALL_DECIMALS}f}"
+    return f"{sign}${digits}"
 
 
 @cli.command()
@@ -62,7 +73,7 @@ def render(result: dict[str, Any]) -> str:
     rows = [{key: line[key], "requests": f"{line['requests']:,}", "gb_seconds": f"{line['gb_seconds']:,.3f}",
              "request_cost": money(line["request_cost"]), "compute_cost": money(line["compute_cost"]),
              "cost": money(line["cost"])} for line in lines]
-    out = [f"bill from {result['since']} to {result['until']}", ""]
+    out = [f"bill from {show_time(result['since'])} to {show_time(result['until'])}", ""]
     out.append(table(rows, [key, "requests", "gb_seconds", "request_cost", "compute_cost", "cost"],
                      [key.upper(), "REQUESTS", "GB-SECONDS", "REQUESTS COST", "COMPUTE COST", "COST"]))
     out.append("")

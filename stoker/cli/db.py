@@ -16,7 +16,16 @@ if TYPE_CHECKING:
 
 @cli.group()
 def db() -> None:
-    """The SQL database: schema migrations."""
+    """SQL databases: the ledger's schema, and change logs in your own databases.
+
+    \b
+    migrate                    bring the ledger (STOKER_DB_URL) to the current schema
+    watch   --url U --table T  record a table's changes for a `dbchanges` trigger
+    unwatch --url U --table T  stop recording them, removing what watch installed
+    watches --url U            the watched tables of a database and their consumers
+
+    PostgreSQL needs the postgres extra: pip install 'stoker[postgres]'. See docs/dbchanges.md.
+    """
 
 
 @db.command("migrate")

@@ -24,12 +24,23 @@ def client() -> object:
 @handles_errors
 def deploy(path: Path, fmt: str) -> None:
     """Deploy a function folder (with stoker.toml) or a zip of one."""
+    from stoker.cli.progress import Progress
     from stoker.client import Client
     from stoker.platform.registry.deploy import read_deployable, source_folder
 
     data = read_deployable(path)  # checks the folder before anything is sent
-    # relative paths in [[triggers]] resolve against the folder deployed from
-    result = Client().deploy(data, source_dir=source_folder(path))
+    client = Client()
+    installs = [f for f in ("requirements.txt", "package.json") if (path / f).is_file()] if path.is_dir() else []
+    label = f"deploying {path} ({len(data) / 1024:,.0f} KB" + (
+        f"; the platform installs {' and '.join(installs)}, which can take minutes)" if installs else ")")
+    try:
+        with Progress(label, announce=bool(installs)) as shown:
+            # relative paths in [[triggers]] resolve against the folder deployed from; the installer's
+            # output (pip's) is shown as the platform runs it
+            result = client.deploy(data, source_dir=source_folder(path), progress=shown.line)
+    except KeyboardInterrupt:
+        fail("deploy interrupted: the platform may still finish it; `stoker functions` (or `stoker versions "
+             "NAME`) shows whether a new version was made, and deploying again is safe", code=130)
     if fmt == "json":
         print_json(result)
     else:

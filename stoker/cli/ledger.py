@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from stoker.cli import cli
-from stoker.cli.output import handles_errors, print_json, table, to_csv
+from stoker.cli.output import handles_errors, is_time, print_json, show_time, table, to_csv
 from stoker.errors import InvalidInput
 from stoker.platform.ledger.models import ROW_FIELDS
 from stoker.platform.ledger.queries import MAX_LIMIT, VERSION_RE
@@ -123,6 +123,8 @@ def ledger_show(invocation_id: str, fmt: str) -> None:
         return
     for key in ROW_FIELDS:
         value = row.get("attempt_count") if key == "attempts" else row.get(key)
+        if isinstance(value, str) and is_time(value):
+            value = show_time(value)
         click.echo(f"{key:>15}: {'-' if value is None else value}")
     click.echo("\nattempts:")
     click.echo(table(row.get("attempts") or [], ATTEMPT_COLUMNS))

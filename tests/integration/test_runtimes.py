@@ -337,11 +337,13 @@ def test_timeouts_and_memory_limits(platform: RunningPlatform, tmp_path: Path) -
         "  if (event.wait) await new Promise((r) => setTimeout(r, 60000));\n"
         "  return 'quick';\n"
         "};\n")}, "timeout = 1")
+    # the hog prints its own resident size as it grows: what the limit is checked against
     hog = function(tmp_path, "hog", "nodejs", "index.handler", {"index.js": (
         "const kept = [];\n"
         "exports.handler = async () => {\n"
         "  for (let i = 0; i < 1024; i++) {  // 1 MB at a time, outside V8's heap\n"
         "    kept.push(Buffer.alloc(1 << 20, 1));\n"
+        "    if (i % 4 === 0) console.log(`rss_mb ${process.memoryUsage().rss / 1048576}`);\n"
         "    if (i % 8 === 0) await new Promise((r) => setTimeout(r, 20));\n"
         "  }\n"
         "  return kept.length;\n"
@@ -361,7 +363,19 @@ def test_timeouts_and_memory_limits(platform: RunningPlatform, tmp_path: Path) -
     assert code == 1 and isinstance(error, dict) and error["errorType"] == "Runtime.OutOfMemory"
     assert "128 MB" in error["errorMessage"]
     [row] = ledger(platform, "hog", 1)
-    assert row["status"] == "failed" and row["max_memory_mb"] >= 128
+    assert row["status"] == "failed"
+    # What the kill measures is the function's resident memory (its whole process tree, or its cgroup):
+    # not the same number as Max Memory Used, the peak of its largest process, which can stay under
+    # 128 MB when the rest of the tree holds a few MB. So the test checks what must hold either way:
+    # the runtime's own resident size, as it printed it, climbed towards the limit and stopped near it,
+    # and the reported peak is never less than what the runtime itself saw.
+    shown = json.loads(platform.cli("ledger", "show", row["id"], "--format", "json", check=True).stdout)
+    seen = [float(line.rsplit("rss_mb ", 1)[1].split()[0]) for line in shown["logs"] if "rss_mb " in line]
+    assert seen, shown["logs"]
+    limit = 128
+    assert limit / 2 <= max(seen) <= limit + 64, seen  # killed near its limit: not at once, not far past it
+    assert len(seen) < 1024 // 4  # it never got to allocate all it wanted
+    assert max(seen) <= row["max_memory_mb"] <= limit + 64, (row["max_memory_mb"], max(seen))
 
 
 def test_npm_dependencies_are_installed_at_deploy(platform: RunningPlatform, tmp_path: Path) -> None:
@@ -375,5 +389,6 @@ def test_npm_dependencies_are_installed_at_deploy(platform: RunningPlatform, tmp
     # a local install leaves command links in node_modules/.bin: they do not stop a deploy
     (folder / "node_modules" / ".bin").mkdir(parents=True)
     os.symlink("../ms/index.js", folder / "node_modules" / ".bin" / "ms")
-    platform.cli("deploy", str(folder), check=True, timeout=600)
+    deployed = platform.cli("deploy", str(folder), check=True, timeout=600)
+    assert "installs package.json" in deployed.stderr and "  added 1 package" in deployed.stderr, deployed.stderr
     assert invoke(platform, "withdeps") == (0, {"twoDays": 172_800_000, "devInstalled": False})

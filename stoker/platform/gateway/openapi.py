@@ -117,7 +117,10 @@ SCHEMAS: dict[str, Schema] = {
                     "description": "each live node's sandbox: isolation, cgroup level (v2, v1 or none), network"}},
         additional=STRING),
     "Function": obj(list(_FUNCTION_PROPS), _FUNCTION_PROPS),
-    "FunctionDetail": obj([*_FUNCTION_PROPS, "versions"], {**_FUNCTION_PROPS, "versions": array(ref("Version"))}),
+    "FunctionDetail": obj([*_FUNCTION_PROPS, "versions", "spec"], {
+        **_FUNCTION_PROPS, "versions": array(ref("Version")),
+        "spec": {"type": "object", "description": "the newest version's settings as deployed, with its triggers "
+                                                  "in full; env values are masked ('***')"}}),
     "Version": obj(list(_VERSION_PROPS), _VERSION_PROPS),
     "VersionListed": obj([*_VERSION_PROPS, "latest", "aliases"],
                          {**_VERSION_PROPS, "latest": BOOLEAN, "aliases": array(STRING)}),

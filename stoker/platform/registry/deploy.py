@@ -8,14 +8,14 @@ is invoked (`Runtime.ImportModuleError`), as on Lambda.
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stoker.errors import BundleError
+from stoker.errors import BundleError, ConfigError, NotFound
 from stoker.platform.context import PlatformContext
 from stoker.platform.manifest import FunctionSpec, parse_manifest
 from stoker.platform.registry import projection
@@ -26,6 +26,7 @@ from stoker.platform.registry.bundles import (
     pack_directory,
 )
 from stoker.platform.registry.gc import bundle_claim
+from stoker.platform.registry.installer import Progress, run_installer
 from stoker.platform.registry.npm import install_node_dependencies
 from stoker.platform.registry.requirements import (
     SOURCE_BUILD_HINT,
@@ -33,9 +34,10 @@ from stoker.platform.registry.requirements import (
     pip_environment,
     pip_policy_arguments,
 )
+from stoker.platform.registry.store import FunctionState, RegistryStore
 
-#: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs);
-#: each returns True when it changed the folder
+#: hooks that build a runtime's dependencies into an unpacked bundle (e.g. npm for nodejs), called as
+#: hook(folder, spec, progress); each returns True when it changed the folder
 BUILDERS: dict[str, Any] = {"nodejs": install_node_dependencies}
 
 
@@ -76,22 +78,42 @@ def check_handler_present(spec: FunctionSpec, files: tuple[str, ...]) -> None:
             raise BundleError(f"the bundle has no {base}.js, {base}.mjs or {base}.cjs for handler {spec.handler!r}")
 
 
-def _install_requirements(folder: Path) -> None:
+#: the most installer output kept for an error message
+ERROR_TAIL_LINES = 8
+PIP_TIMEOUT_S = 900
+
+
+def _install_requirements(folder: Path, progress: Progress | None = None) -> None:
     requirements = folder / "requirements.txt"
     check_requirements(requirements.read_text(errors="replace"))
     with tempfile.TemporaryDirectory(prefix="stoker-pip-") as pip_home:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-             *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
-            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, env=pip_environment(pip_home),
-        )
+        result = run_installer(
+            [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             "--progress-bar", "off", *pip_policy_arguments(), "--target", str(folder), "-r", str(requirements)],
+            env=pip_environment(pip_home), timeout=PIP_TIMEOUT_S, progress=progress)
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-8:]
-        hint = [SOURCE_BUILD_HINT] if pip_policy_arguments() else []
-        raise BundleError("installing requirements.txt failed:\n" + "\n".join([*tail, *hint]))
+        stopped = [f"pip was stopped after {PIP_TIMEOUT_S} s"] if result.timed_out else []
+        raise BundleError("installing requirements.txt failed:\n" + "\n".join(
+            [*result.tail(ERROR_TAIL_LINES), *stopped, *install_hints(result.output)]))
 
 
-def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
+_NOT_FOUND = re.compile(r"No matching distribution found for (\S+)")
+
+
+def install_hints(output: list[str]) -> list[str]:
+    """What to do about a failed install; the wheels-only policy is named only where it may be why."""
+    missing = [m.group(1) for line in output if (m := _NOT_FOUND.search(line))]
+    if not missing:
+        return []
+    names = ", ".join(dict.fromkeys(missing))
+    hint = (f"{names}: no installable distribution was found. Check the name and version (pip index versions "
+            "NAME shows what exists)")
+    if pip_policy_arguments():
+        hint += f"; if it exists only as a source distribution: {SOURCE_BUILD_HINT}"
+    return [hint]
+
+
+def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec, progress: Progress | None = None) -> bytes:
     """The bundle as stored: the upload, plus dependencies installed at deploy time."""
     needs_pip = spec.runtime == "python" and "requirements.txt" in info.files
     builder = BUILDERS.get(spec.runtime)
@@ -102,25 +124,44 @@ def build_bundle(data: bytes, info: BundleInfo, spec: FunctionSpec) -> bytes:
         extract_bundle(data, folder)
         changed = False
         if needs_pip:
-            _install_requirements(folder)
+            _install_requirements(folder, progress)
             changed = True
         if builder is not None:
-            changed = bool(builder(folder, spec)) or changed
+            changed = bool(builder(folder, spec, progress)) or changed
         return pack_directory(folder) if changed else data
 
 
-async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | None = None,
-                        source_dir: str | None = None) -> DeployResult:
-    """Deploy a bundle. `source_dir` is the absolute folder it was deployed from (the function's
-    folder, or the folder holding the zip): relative paths in its triggers resolve against it."""
+@dataclass(frozen=True)
+class CheckedBundle:
+    """A bundle that passed every check a deploy makes before it builds anything."""
+
+    data: bytes
+    info: BundleInfo
+    spec: FunctionSpec
+
+
+async def check_bundle(ctx: PlatformContext, data: bytes, source_dir: str | None = None) -> CheckedBundle:
+    """The checks of a deploy that change nothing: the zip, the manifest, the handler, the bindings."""
     info = await asyncio.to_thread(inspect_bundle, data)
     spec = parse_manifest(info.manifest_text, source_dir)
     check_handler_present(spec, info.files)
+    await asyncio.to_thread(check_trigger_qualifiers, spec, ctx.require_registry())
+    return CheckedBundle(data, info, spec)
+
+
+async def deploy_bundle(ctx: PlatformContext, data: bytes | CheckedBundle, deployed_by: str | None = None,
+                        source_dir: str | None = None, progress: Progress | None = None) -> DeployResult:
+    """Deploy a bundle (or one check_bundle passed). `source_dir` is the absolute folder it was
+    deployed from (the function's folder, or the folder holding the zip): relative paths in its
+    triggers resolve against it. `progress` gets the dependency installer's output as it comes
+    (called from a worker thread)."""
+    checked = data if isinstance(data, CheckedBundle) else await check_bundle(ctx, data, source_dir)
+    info, spec = checked.info, checked.spec
     registry = ctx.require_registry()
     assert ctx.bundles is not None
     async with bundle_claim(ctx.redis, ctx.keys, info.code_hash):  # no collection removes it meanwhile
         if not ctx.bundles.has(info.code_hash):
-            built = await asyncio.to_thread(build_bundle, data, info, spec)
+            built = await asyncio.to_thread(build_bundle, checked.data, info, spec, progress)
             if spec.runtime == "python" and "requirements.txt" in info.files:
                 built_info = await asyncio.to_thread(inspect_bundle, built)
                 check_handler_present(spec, built_info.files)
@@ -130,6 +171,33 @@ async def deploy_bundle(ctx: PlatformContext, data: bytes, deployed_by: str | No
     await projection.publish(ctx.redis, ctx.keys, state)
     ctx.directory.forget(spec.name)
     return DeployResult(function=spec.name, version=version, created=created, code_hash=info.code_hash)
+
+
+def check_trigger_qualifiers(spec: FunctionSpec, registry: RegistryStore) -> None:
+    """A trigger bound to an alias or version that does not exist is refused before anything changes
+    (it would answer 404 or fail every event): create the alias first, then deploy the binding."""
+    bound = [(i, t) for i, t in enumerate(spec.triggers, start=1) if t.get("qualifier") not in (None, "$LATEST")]
+    if not bound:
+        return
+    try:
+        state: FunctionState | None = registry.state(spec.name)
+    except NotFound:
+        state = None
+    for i, trigger in bound:
+        qualifier = str(trigger["qualifier"])
+        where = f"stoker.toml: trigger #{i} ({trigger.get('type')}) has qualifier = {qualifier!r}"
+        if qualifier.isdigit():
+            # the version this deploy makes is latest + 1 at most
+            newest = (state.latest if state else 0) + 1
+            if int(qualifier) != newest and (state is None or int(qualifier) not in state.versions):
+                raise ConfigError(f"{where}, but {spec.name} has no version {qualifier}: bind an existing "
+                                  f"version (see `stoker versions {spec.name}`), an alias, or remove qualifier "
+                                  "to use $LATEST")
+        elif state is None or qualifier not in state.aliases:
+            first = " (a first deploy: deploy without qualifier, then create the alias)" if state is None else ""
+            raise ConfigError(f"{where}, but {spec.name} has no alias {qualifier!r}{first}: create it with "
+                              f"`stoker alias set {spec.name} {qualifier} VERSION`, or remove qualifier to use "
+                              "$LATEST")
 
 
 async def deploy_path(ctx: PlatformContext, path: Path, deployed_by: str | None = None) -> DeployResult:

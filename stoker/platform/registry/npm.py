@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from stoker.errors import BundleError
 from stoker.platform.manifest import FunctionSpec
+from stoker.platform.registry.installer import Progress, run_installer
 
 NPM_TIMEOUT_S = 900
 DEPENDENCY_KEYS = ("dependencies", "optionalDependencies", "bundleDependencies", "bundledDependencies")
@@ -42,23 +42,22 @@ def npm_command(folder: Path) -> list[str]:
                           "install Node.js with npm there (or set STOKER_NPM to the npm executable)")
     locked = (folder / "package-lock.json").is_file() or (folder / "npm-shrinkwrap.json").is_file()
     return [npm, "ci" if locked else "install", "--omit=dev", "--no-audit", "--no-fund", "--no-bin-links",
-            "--install-links", "--loglevel=error"]
+            "--install-links", "--loglevel=notice"]
 
 
-def install_node_dependencies(folder: Path, spec: FunctionSpec) -> bool:
+def install_node_dependencies(folder: Path, spec: FunctionSpec, progress: Progress | None = None) -> bool:
     """BUILDERS["nodejs"]: install package.json's production dependencies. True if it ran npm."""
     if not lists_dependencies(folder):
         return False
     command = npm_command(folder)
     env = {**os.environ, "npm_config_update_notifier": "false", "NODE_ENV": "production"}
     try:
-        result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=NPM_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise BundleError(f"npm {command[1]} did not finish within {NPM_TIMEOUT_S} s") from None
+        result = run_installer(command, env=env, timeout=NPM_TIMEOUT_S, progress=progress, cwd=folder)
     except OSError as e:
         raise BundleError(f"could not run npm ({command[0]}): {e}") from None
+    if result.timed_out:
+        raise BundleError(f"npm {command[1]} did not finish within {NPM_TIMEOUT_S} s")
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-12:]
         raise BundleError(f"installing package.json dependencies (npm {command[1]} --omit=dev) failed:\n"
-                          + "\n".join(tail))
+                          + "\n".join(result.tail(12)))
     return True

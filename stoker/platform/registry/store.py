@@ -315,10 +315,16 @@ class RegistryStore:
 
     def delete_alias(self, function: str, alias: str) -> AliasInfo:
         with Session(self.engine) as session, session.begin():
-            self._state(session, function)
+            state = self._state(session, function)
             row = session.get(Alias, (function, alias), with_for_update=True)
             if row is None:
                 raise NotFound(f"function {function!r} has no alias {alias!r}: see `stoker alias ls {function}`")
+            # the triggers in force are the newest version's: one bound to this alias would stop working
+            triggers = state.versions[state.latest].spec.triggers
+            bound = [f"#{i} ({t.get('type')})" for i, t in enumerate(triggers, start=1) if t.get("qualifier") == alias]
+            if bound:
+                raise Conflict(f"alias {alias!r} of {function!r} is bound by trigger {', '.join(bound)} of "
+                               f"stoker.toml: deploy {function} without that qualifier first, then remove the alias")
             info = _alias_info(row)
             session.delete(row)
             return info
