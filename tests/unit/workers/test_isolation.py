@@ -12,10 +12,11 @@ from stoker.workers.isolation import IsolationUnavailable, NodeIsolation, settin
 from stoker.workers.sandbox import _remap, init_exit_to_returncode, runtime_prefix
 
 
-def test_a_function_gets_the_nodes_level_unless_it_asks_for_less() -> None:
+def test_a_function_gets_the_nodes_level_even_when_it_asks_for_less() -> None:
     node = NodeIsolation(level="namespace", network_namespaces=True, root_dir="/r", hidden=("/h",))
     assert node.for_function("auto", True)["level"] == "namespace"
-    assert node.for_function("process", True)["level"] == "process"
+    # the node's level is the operator's floor: a manifest cannot lower it (deploys refuse it first)
+    assert node.for_function("process", True)["level"] == "namespace"
     spec = node.for_function("auto", False)
     assert spec["network"] is False and spec["hidden"] == ["/h"] and spec["root_dir"] == "/r"
 
