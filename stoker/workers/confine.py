@@ -88,6 +88,8 @@ class Confiner:
         self.tag = node_tag
         self.hierarchy = cgroups.detect(node_tag)
         log.info("worker cgroups: %s", self.hierarchy.describe())
+        if self.hierarchy.level != "none":
+            cgroups.expedite_migrations()
         policy = network.policy_from_env(platform_urls)
         if policy.mode == "host":
             self.network_mode, self.network_reason = "host", "STOKER_NETWORK=host"

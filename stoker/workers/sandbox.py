@@ -173,8 +173,10 @@ def apply(spec: dict[str, Any], log_fd: int, keep_fds: tuple[int, ...]) -> None:
     At the namespace level the process that calls this stays behind as the namespace's
     init and never returns; the worker that returns is its child."""
     isolation = spec.get("isolation") or {}
-    _join_node_resources(isolation)
-    _own_session_and_fds(log_fd, keep_fds)
+    _enter_node_network(isolation)
+    # opened now, while /sys is in view; joined once the sandbox is set up (see _join_cgroup)
+    isolation["_cgroup_fds"] = _open_cgroup(isolation)
+    _own_session_and_fds(log_fd, (*keep_fds, *isolation["_cgroup_fds"]))
     os.umask(0o022)
     if isolation.get("level") == "namespace":
         mapping = _enter_namespaces(spec, isolation)
@@ -187,20 +189,40 @@ def apply(spec: dict[str, Any], log_fd: int, keep_fds: tuple[int, ...]) -> None:
     set_process_name(spec.get("process_name", "stoker-worker"))
 
 
-def _join_node_resources(isolation: dict[str, Any]) -> None:
-    """The cgroup and network namespace the node prepared for this worker (still root here):
-    joined first, so that everything the worker ever starts is inside both."""
+def _enter_node_network(isolation: dict[str, Any]) -> None:
+    """The network namespace the node prepared for this worker (still root here)."""
+    if not isolation.get("netns"):
+        return
     try:
-        if isolation.get("cgroup"):
-            cgroups.join(list(isolation["cgroup"]))
-        if isolation.get("netns"):
-            fd = os.open(str(isolation["netns"]), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(fd, linux.CLONE_NEWNET)
-            finally:
-                os.close(fd)
+        fd = os.open(str(isolation["netns"]), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNET)
+        finally:
+            os.close(fd)
     except OSError as e:
-        raise SandboxError(f"cannot join the cgroup and network the node prepared for the worker: {e}") from None
+        raise SandboxError(f"cannot join the network the node prepared for the worker: {e}") from None
+
+
+def _open_cgroup(isolation: dict[str, Any]) -> list[int]:
+    try:
+        return [os.open(str(f), os.O_WRONLY | os.O_CLOEXEC) for f in isolation.get("cgroup") or ()]
+    except OSError as e:
+        raise SandboxError(f"cannot join the cgroup the node made for the worker: {e}") from None
+
+
+def _join_cgroup(isolation: dict[str, Any]) -> None:
+    """The cgroup the node made for this worker (still root here), joined before the worker
+    proper exists, so that everything it ever starts is inside; but after the sandbox's own
+    set-up (mounts, namespaces), whose kernel memory would otherwise be charged to the worker
+    and cost every cold start milliseconds of memory-cgroup accounting."""
+    fds = isolation.pop("_cgroup_fds", None) or []
+    try:
+        cgroups.join_fds(fds)
+    except OSError as e:
+        raise SandboxError(f"cannot join the cgroup the node made for the worker: {e}") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _needs_own_network(isolation: dict[str, Any]) -> bool:
@@ -243,6 +265,7 @@ def _process_level(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[str,
         reachable.append(os.path.dirname(os.path.abspath(str(spec["argv"][0]))))
     held = {p: fd for p in dict.fromkeys(reachable) if (fd := _open_path(p)) is not None}
     os.chdir(workdir)
+    _join_cgroup(isolation)
     drop_privileges(uid)
     if uid is not None:
         linux.prctl(linux.PR_SET_DUMPABLE, 1)  # lets the worker's processes read /proc/<pid>/fd
@@ -308,6 +331,7 @@ def _enter_namespaces(spec: dict[str, Any], isolation: dict[str, Any]) -> dict[s
             linux.loopback_up()
     except (OSError, MountViewError) as e:
         raise SandboxError(f"cannot isolate the worker in namespaces: {e}") from None
+    _join_cgroup(isolation)
     worker = os.fork()
     if worker:
         _serve_as_init(worker, uid, parent, stat_fd)
