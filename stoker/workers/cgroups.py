@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,9 +161,7 @@ def _remove_tree(path: Path) -> None:
         except FileNotFoundError:
             return
         except OSError:
-            import time
-
-            time.sleep(0.01)
+            time.sleep(0.01)  # its last processes are still exiting
 
 
 def _procs(path: Path) -> set[int]:

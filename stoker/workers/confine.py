@@ -54,11 +54,12 @@ class Confinement:
         if self.cgroup is not None:
             self.cgroup.ready()
 
-    def after_invocation(self) -> tuple[int, list[int]]:
-        """(processes of the tree killed for memory during it, stragglers killed now)."""
+    def after_invocation(self, sweep: bool = True) -> tuple[int, list[int]]:
+        """(processes of the tree killed for memory during it, stragglers killed now: none
+        unless `sweep`)."""
         if self.cgroup is None:
             return 0, []
-        return self.cgroup.new_oom_kills(), self.cgroup.stragglers()
+        return self.cgroup.new_oom_kills(), self.cgroup.stragglers() if sweep else []
 
     def peak_kb(self) -> int:
         return self.cgroup.peak_kb() if self.cgroup is not None else 0

@@ -213,12 +213,14 @@ class Launcher:
             template, template_ms = await self.templates.ensure(
                 key, self.zygote, template_spec, init_timeout, int(spec.get("output_limit", 1 << 20)),
                 float(spec.get("keep_warm", 300)))
-        finally:
+        except BaseException:
             if confinement is not None:
-                made = self.templates.get(key)
-                # the template this call started holds the confinement; otherwise nobody does
-                ours = made is not None and made.workdir == template_spec["workdir"]
-                self._track(made.pid if ours and made is not None else None, confinement)
+                confinement.release()  # the template that held it is gone
+            raise
+        if confinement is not None:
+            # a template this call started (it took time) holds the confinement; one another
+            # call started meanwhile has its own
+            self._track(template.pid if template_ms > 0 else None, confinement)
         try:
             ms = template_ms + await worker.start(template, {"log_stream": base["log_stream"]}, init_timeout)
         except InitFailed as e:

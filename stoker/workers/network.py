@@ -336,18 +336,17 @@ class NodeNetwork:
     def ruleset(self) -> str:
         br = self.bridge
         deny = ", ".join(str(n) for n in self.policy.deny)
-        allow_in = "".join(f'    iifname "{br}" {d.nft_match()} accept\n' for d in self.policy.allow)
-        allow_fwd = "".join(f'    iifname "{br}" {d.nft_match()} accept\n' for d in self.policy.allow)
+        allow = "".join(f'    iifname "{br}" {d.nft_match()} accept\n' for d in self.policy.allow)  # both hooks
         return (
             f"table inet stoker_{self.tag} {{\n"
             f"  set deny {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {deny} }} }}\n"
             "  chain input {\n    type filter hook input priority filter - 5; policy accept;\n"
-            f"{allow_in}"
+            f"{allow}"
             f'    iifname "{br}" drop\n  }}\n'
             "  chain forward {\n    type filter hook forward priority filter - 5; policy accept;\n"
             f'    oifname "{br}" ct state established,related accept\n'
             f'    oifname "{br}" drop\n'
-            f"{allow_fwd}"
+            f"{allow}"
             f'    iifname "{br}" meta nfproto ipv6 drop\n'
             f'    iifname "{br}" ip daddr @deny drop\n'
             f'    iifname "{br}" accept\n  }}\n'

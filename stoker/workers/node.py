@@ -4,8 +4,8 @@ A node registers under a fresh incarnation id (`name.epoch`) with its slots, hea
 every second, and publishes how many idle warm workers it has per function version so
 the scheduler can place events where a worker is already warm. If the scheduler ever
 declares it dead (a long stall), it notices on its next heartbeat and registers again
-as a new incarnation; whatever it was running still completes, and the bus makes sure
-nothing is released or retried twice. On SIGTERM it stops reading, lets running
+as a new incarnation; it starts none of the events it held (claims.py), and the late
+results of what was already running change nothing (complete.lua). On SIGTERM it stops reading, lets running
 invocations finish for a short grace period, and gives everything else back.
 """
 

@@ -377,9 +377,7 @@ class Worker:
         out-of-memory kills since the last invocation."""
         if self.confinement is None:
             return 0, []
-        if self._pending and self.state != "dead":
-            return self.confinement.cgroup.new_oom_kills() if self.confinement.cgroup else 0, []
-        return self.confinement.after_invocation()
+        return self.confinement.after_invocation(sweep=not self._pending or self.state == "dead")
 
     def out_of_memory_body(self, request_id: str) -> bytes:
         limit = self.spec.get("memory", 128)
